@@ -1,0 +1,234 @@
+package upstash
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"unicode/utf8"
+)
+
+// ---- requests ----
+
+// appendArg appends one command argument to buf as a JSON string. Every
+// argument travels as a string: Redis sees only strings anyway, and it avoids
+// any doubt about how the server would print a JSON number.
+func appendArg(buf []byte, arg any) ([]byte, error) {
+	switch a := arg.(type) {
+	case string:
+		return appendJSONString(buf, a)
+	case []byte:
+		return appendJSONString(buf, string(a))
+	case int:
+		return appendQuotedInt(buf, int64(a)), nil
+	case int8:
+		return appendQuotedInt(buf, int64(a)), nil
+	case int16:
+		return appendQuotedInt(buf, int64(a)), nil
+	case int32:
+		return appendQuotedInt(buf, int64(a)), nil
+	case int64:
+		return appendQuotedInt(buf, a), nil
+	case uint:
+		return appendQuotedUint(buf, uint64(a)), nil
+	case uint8:
+		return appendQuotedUint(buf, uint64(a)), nil
+	case uint16:
+		return appendQuotedUint(buf, uint64(a)), nil
+	case uint32:
+		return appendQuotedUint(buf, uint64(a)), nil
+	case uint64:
+		return appendQuotedUint(buf, a), nil
+	case float64:
+		return appendQuotedFloat(buf, a, 64)
+	case float32:
+		return appendQuotedFloat(buf, float64(a), 32)
+	case bool:
+		if a {
+			return append(buf, `"1"`...), nil
+		}
+		return append(buf, `"0"`...), nil
+	case json.Number:
+		return appendJSONString(buf, string(a))
+	case nil:
+		return buf, fmt.Errorf("%w: nil argument", ErrInvalidArgument)
+	}
+	return buf, fmt.Errorf("%w: unsupported argument type %T (use string, []byte, an integer, a float or bool)", ErrInvalidArgument, arg)
+}
+
+func appendQuotedInt(buf []byte, n int64) []byte {
+	buf = append(buf, '"')
+	buf = strconv.AppendInt(buf, n, 10)
+	return append(buf, '"')
+}
+
+func appendQuotedUint(buf []byte, n uint64) []byte {
+	buf = append(buf, '"')
+	buf = strconv.AppendUint(buf, n, 10)
+	return append(buf, '"')
+}
+
+func appendQuotedFloat(buf []byte, f float64, bits int) ([]byte, error) {
+	if math.IsNaN(f) || math.IsInf(f, 0) {
+		return buf, fmt.Errorf("%w: float argument %v has no Redis form", ErrInvalidArgument, f)
+	}
+	buf = append(buf, '"')
+	buf = strconv.AppendFloat(buf, f, 'f', -1, bits)
+	return append(buf, '"'), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s as a JSON string literal. It refuses invalid
+// UTF-8, which a JSON body cannot carry without silently changing it.
+func appendJSONString(buf []byte, s string) ([]byte, error) {
+	if !utf8.ValidString(s) {
+		return buf, fmt.Errorf("%w: not valid UTF-8 (a JSON request cannot carry it unchanged; encode binary data, for example as base64, before sending)", ErrInvalidArgument)
+	}
+	buf = append(buf, '"')
+	start := 0
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c != '"' && c != '\\' {
+			continue
+		}
+		buf = append(buf, s[start:i]...)
+		switch c {
+		case '"', '\\':
+			buf = append(buf, '\\', c)
+		case '\n':
+			buf = append(buf, '\\', 'n')
+		case '\r':
+			buf = append(buf, '\\', 'r')
+		case '\t':
+			buf = append(buf, '\\', 't')
+		default:
+			buf = append(buf, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+		}
+		start = i + 1
+	}
+	buf = append(buf, s[start:]...)
+	return append(buf, '"'), nil
+}
+
+// argLen is the number of bytes an argument occupies, for the key limit.
+func argLen(arg any) int {
+	switch a := arg.(type) {
+	case string:
+		return len(a)
+	case []byte:
+		return len(a)
+	}
+	return 0
+}
+
+// ---- responses ----
+
+// decodeValue turns one decoded JSON value of a "result" field into a Value.
+// With base64 on, strings are decoded as the protocol notes (section 14.2)
+// say: the status "OK" stays as it is at every depth (it is not the canonical
+// base64 of any byte string), other strings are strict padded base64, then
+// unpadded; a string that is neither is kept raw, as the official client does.
+func decodeValue(x any, b64 bool, depth int) (Value, error) {
+	if depth > maxDepth {
+		return Value{}, protocolErrorf("reply nested deeper than %d levels", maxDepth)
+	}
+	switch t := x.(type) {
+	case nil:
+		return Value{}, nil
+	case json.Number:
+		n, err := strconv.ParseInt(string(t), 10, 64)
+		if err != nil {
+			return Value{}, protocolErrorf("number %s in reply is not a 64-bit integer", truncate(string(t), 32))
+		}
+		return Value{kind: KindInt, num: n}, nil
+	case string:
+		if !b64 || t == "OK" {
+			return Value{kind: KindString, str: []byte(t)}, nil
+		}
+		return Value{kind: KindString, str: decodeBase64(t)}, nil
+	case []any:
+		arr := make([]Value, len(t))
+		for i, e := range t {
+			v, err := decodeValue(e, b64, depth+1)
+			if err != nil {
+				return Value{}, err
+			}
+			arr[i] = v
+		}
+		return Value{kind: KindArray, arr: arr}, nil
+	case bool:
+		// Not produced by Upstash (RESP2 has no booleans); map like RESP3 would.
+		if t {
+			return Value{kind: KindInt, num: 1}, nil
+		}
+		return Value{kind: KindInt, num: 0}, nil
+	}
+	return Value{}, protocolErrorf("unexpected %T in reply", x)
+}
+
+const maxDepth = 64
+
+var (
+	strictStd = base64.StdEncoding.Strict()
+	strictRaw = base64.RawStdEncoding.Strict()
+)
+
+func decodeBase64(s string) []byte {
+	if b, err := strictStd.DecodeString(s); err == nil {
+		return b
+	}
+	if b, err := strictRaw.DecodeString(s); err == nil {
+		return b
+	}
+	return []byte(s)
+}
+
+// reply is one {"result": ...} or {"error": ...} object.
+type reply struct {
+	Result json.RawMessage `json:"result"`
+	Error  *string         `json:"error"`
+}
+
+// parseJSON decodes data into v keeping numbers as json.Number.
+func parseJSON(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return fmt.Errorf("trailing data after JSON value")
+	}
+	return nil
+}
+
+// resultValue decodes a reply's result; it is an error for it to be missing.
+func (r *reply) resultValue(b64 bool) (Value, error) {
+	if r.Result == nil {
+		return Value{}, protocolErrorf(`reply has neither "result" nor "error"`)
+	}
+	var x any
+	if err := parseJSON(r.Result, &x); err != nil {
+		return Value{}, protocolErrorf("result is not JSON: %v", err)
+	}
+	return decodeValue(x, b64, 0)
+}
+
+// DecodeReply decodes the body of a successful single-command response
+// ({"result": ...} or {"error": ...}) the way the client does. It is exported
+// for tests and tools that handle raw REST bodies; any input yields a value
+// or an error, never a panic.
+func DecodeReply(body []byte, base64Encoded bool) (Value, error) {
+	var r reply
+	if err := parseJSON(body, &r); err != nil {
+		return Value{}, protocolErrorf("body is not a JSON object: %v", err)
+	}
+	if r.Error != nil {
+		return Value{}, newError("", -1, 200, *r.Error)
+	}
+	return r.resultValue(base64Encoded)
+}

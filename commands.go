@@ -1,0 +1,244 @@
+package upstash
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Command is one Redis command and its arguments, ready to send alone (Run),
+// in a pipeline or in a transaction. Build it with Cmd or Script.Cmd.
+//
+// Arguments may be strings, []byte, integers, floats or bools (sent as "1" or
+// "0"). Strings and byte slices must be valid UTF-8: a JSON request cannot
+// carry other bytes unchanged, so the client refuses them before sending.
+type Command struct {
+	args       []any
+	script     *Script // set for EVALSHA commands built by Script.Cmd
+	idempotent bool    // marked safe to repeat by the caller
+}
+
+// Cmd builds a command from its name and arguments: Cmd("SET", "k", "v").
+func Cmd(name string, args ...any) Command {
+	all := make([]any, 0, len(args)+1)
+	all = append(all, name)
+	return Command{args: append(all, args...)}
+}
+
+// Idempotent marks the command as safe to send twice: a retry after a lost
+// reply cannot change the outcome or the reply. Reads and a few writes (SET
+// without NX/XX/GET, PEXPIRE, EVAL_RO…) are known to be safe without it.
+func (c Command) Idempotent() Command {
+	c.idempotent = true
+	return c
+}
+
+// Name returns the command's name in upper case.
+func (c Command) Name() string {
+	if len(c.args) == 0 {
+		return ""
+	}
+	if s, ok := c.args[0].(string); ok {
+		return strings.ToUpper(s)
+	}
+	return ""
+}
+
+// safeToRepeat reports whether sending the command twice gives the same
+// outcome and reply as sending it once.
+func (c Command) safeToRepeat() bool {
+	if c.idempotent {
+		return true
+	}
+	if c.script != nil {
+		return c.script.idempotent
+	}
+	name := c.Name()
+	if readOnlyCommands[name] {
+		return true
+	}
+	switch name {
+	case "SET":
+		// SET key value [PX ms|EX s|KEEPTTL]: repeating it stores the same
+		// value and replies OK again. NX, XX and GET make the reply depend on
+		// what was there before.
+		for _, a := range c.args[min(3, len(c.args)):] {
+			if s, ok := a.(string); ok {
+				switch strings.ToUpper(s) {
+				case "NX", "XX", "GET":
+					return false
+				}
+			}
+		}
+		return true
+	case "PEXPIRE", "EXPIRE", "PEXPIREAT", "EXPIREAT":
+		return len(c.args) == 3 // no NX/XX/GT/LT condition
+	case "MSET", "SCRIPT":
+		return true
+	}
+	return false
+}
+
+// readOnlyCommands lists commands that change nothing, so a retry is safe.
+var readOnlyCommands = map[string]bool{
+	"GET": true, "MGET": true, "GETRANGE": true, "STRLEN": true, "EXISTS": true,
+	"TTL": true, "PTTL": true, "EXPIRETIME": true, "PEXPIRETIME": true, "TYPE": true,
+	"LRANGE": true, "LLEN": true, "LINDEX": true, "LPOS": true,
+	"SISMEMBER": true, "SMISMEMBER": true, "SMEMBERS": true, "SCARD": true,
+	"HGET": true, "HMGET": true, "HGETALL": true, "HLEN": true, "HEXISTS": true,
+	"HKEYS": true, "HVALS": true, "HSTRLEN": true,
+	"ZSCORE": true, "ZMSCORE": true, "ZRANGE": true, "ZCARD": true, "ZRANK": true,
+	"ZREVRANK": true, "ZCOUNT": true, "ZRANGEBYSCORE": true, "ZREVRANGE": true,
+	"XRANGE": true, "XREVRANGE": true, "XLEN": true,
+	"BITCOUNT": true, "GETBIT": true, "PING": true, "ECHO": true, "TIME": true,
+	"DBSIZE": true, "KEYS": true, "SCAN": true, "SSCAN": true, "HSCAN": true,
+	"ZSCAN": true, "EVAL_RO": true, "EVALSHA_RO": true,
+}
+
+// keylessCommands take no key as their first argument.
+var keylessCommands = map[string]bool{
+	"PING": true, "ECHO": true, "TIME": true, "DBSIZE": true, "KEYS": true,
+	"SCAN": true, "SCRIPT": true, "FLUSHDB": true, "FLUSHALL": true, "INFO": true,
+	"PUBLISH": true, "RANDOMKEY": true, "COMMAND": true, "CONFIG": true,
+	"MULTI": true, "EXEC": true, "FUNCTION": true, "FCALL": false,
+}
+
+// allKeyCommands take only keys as arguments.
+var allKeyCommands = map[string]bool{
+	"DEL": true, "UNLINK": true, "EXISTS": true, "MGET": true, "TOUCH": true,
+	"WATCH": true, "SINTER": true, "SUNION": true, "SDIFF": true,
+}
+
+// keys returns the arguments of c that are keys, as far as the client can
+// tell without the server's command table.
+func (c Command) keys() []any {
+	name := c.Name()
+	args := c.args[1:]
+	switch {
+	case len(args) == 0 || keylessCommands[name]:
+		return nil
+	case allKeyCommands[name]:
+		return args
+	case name == "EVAL" || name == "EVALSHA" || name == "EVAL_RO" || name == "EVALSHA_RO" || name == "FCALL" || name == "FCALL_RO":
+		if len(args) < 2 {
+			return nil
+		}
+		var n int
+		switch v := args[1].(type) {
+		case int:
+			n = v
+		case string:
+			_, _ = fmt.Sscan(v, &n)
+		}
+		if n < 0 || n > len(args)-2 {
+			return nil
+		}
+		return args[2 : 2+n]
+	}
+	return args[:1]
+}
+
+// ---- typed helpers for common commands ----
+
+// Ping checks that the server answers and the token is accepted. Calling it
+// once during a Lambda's init phase moves the TLS handshake out of the first
+// invocation.
+func (c *Client) Ping(ctx context.Context) error {
+	_, err := c.Run(ctx, Cmd("PING"))
+	return err
+}
+
+// Get returns the value stored at key, or ErrNil if there is none.
+func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
+	v, err := c.Run(ctx, Cmd("GET", key))
+	if err != nil {
+		return nil, err
+	}
+	return v.Bytes()
+}
+
+// Set stores value at key. A ttl of zero means no expiry (and clears any
+// expiry the key had); a negative ttl is refused. The TTL is sent in
+// milliseconds.
+func (c *Client) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
+	cmd, err := setCommand(key, value, ttl, false)
+	if err != nil {
+		return err
+	}
+	_, err = c.Run(ctx, cmd)
+	return err
+}
+
+// SetNX stores value at key only if the key does not exist, and reports
+// whether it did. It is not repeated after a lost reply: if the outcome
+// cannot be known the error matches ErrOutcomeUnknown.
+func (c *Client) SetNX(ctx context.Context, key string, value any, ttl time.Duration) (bool, error) {
+	cmd, err := setCommand(key, value, ttl, true)
+	if err != nil {
+		return false, err
+	}
+	v, err := c.Run(ctx, cmd)
+	if err != nil {
+		return false, err
+	}
+	return v.Bool()
+}
+
+func setCommand(key string, value any, ttl time.Duration, nx bool) (Command, error) {
+	if ttl < 0 {
+		return Command{}, fmt.Errorf("%w: negative TTL %v", ErrInvalidArgument, ttl)
+	}
+	args := []any{key, value}
+	if ttl > 0 {
+		args = append(args, "PX", durationMillis(ttl))
+	}
+	if nx {
+		args = append(args, "NX")
+	}
+	return Cmd("SET", args...), nil
+}
+
+// durationMillis converts d to whole milliseconds, rounding a positive
+// sub-millisecond remainder up so that a TTL is never shortened to zero.
+func durationMillis(d time.Duration) int64 {
+	ms := d.Milliseconds()
+	if d > 0 && time.Duration(ms)*time.Millisecond < d {
+		ms++
+	}
+	return ms
+}
+
+// Del deletes keys and returns how many existed.
+func (c *Client) Del(ctx context.Context, keys ...string) (int64, error) {
+	args := make([]any, len(keys))
+	for i, k := range keys {
+		args[i] = k
+	}
+	v, err := c.Run(ctx, Cmd("DEL", args...))
+	if err != nil {
+		return 0, err
+	}
+	return v.Int64()
+}
+
+// Incr increments the integer at key and returns the new value. It is not
+// repeated after a lost reply.
+func (c *Client) Incr(ctx context.Context, key string) (int64, error) {
+	v, err := c.Run(ctx, Cmd("INCR", key))
+	if err != nil {
+		return 0, err
+	}
+	return v.Int64()
+}
+
+// PTTL returns the remaining time to live of key. It returns -1ms for a key
+// without expiry and -2ms for a missing key, as Redis does.
+func (c *Client) PTTL(ctx context.Context, key string) (time.Duration, error) {
+	v, err := c.Run(ctx, Cmd("PTTL", key))
+	if err != nil {
+		return 0, err
+	}
+	n, err := v.Int64()
+	return time.Duration(n) * time.Millisecond, err
+}

@@ -1,0 +1,233 @@
+package upstash
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"unicode"
+
+	"github.com/caarlos0/env/v11"
+)
+
+// Environment variable names the client reads. The UPSTASH_* names are the
+// ones the Upstash console shows; the KV_* names are the ones the Upstash
+// integration on the Vercel Marketplace sets.
+const (
+	EnvURL              = "UPSTASH_REDIS_REST_URL"
+	EnvToken            = "UPSTASH_REDIS_REST_TOKEN"
+	EnvVercelURL        = "KV_REST_API_URL"
+	EnvVercelToken      = "KV_REST_API_TOKEN"
+	EnvVercelReadOnlyTk = "KV_REST_API_READ_ONLY_TOKEN"
+)
+
+// Config names one Upstash Redis database.
+type Config struct {
+	// URL is the REST URL, https://<name>.upstash.io. A trailing slash is
+	// removed.
+	URL string
+	// Token is the REST token (full access or read-only).
+	Token string
+	// AllowInsecureHTTP permits a plain http:// URL to a host other than a
+	// loopback address. Without it such a URL is refused, because the token
+	// would cross the network in clear text.
+	AllowInsecureHTTP bool
+}
+
+// String describes the configuration without the token.
+func (c Config) String() string {
+	tok := "unset"
+	if c.Token != "" {
+		tok = "set"
+	}
+	return fmt.Sprintf("upstash.Config{URL: %q, Token: %s}", c.URL, tok)
+}
+
+// GoString is like String, so %#v does not print the token either.
+func (c Config) GoString() string { return c.String() }
+
+// validate checks the configuration and returns the normalized base URL.
+func (c Config) validate() (string, error) {
+	var errs []error
+	u, err := checkURL("URL", c.URL, c.AllowInsecureHTTP)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	if err := checkToken("token", c.Token); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return "", fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	return u, nil
+}
+
+// EnvOption adjusts how ConfigFromEnv reads the environment.
+type EnvOption func(*envSettings)
+
+type envSettings struct {
+	environ  map[string]string
+	prefix   string
+	readOnly bool
+}
+
+// FromMap makes ConfigFromEnv read m instead of the process environment
+// (useful in tests and examples).
+func FromMap(m map[string]string) EnvOption { return func(s *envSettings) { s.environ = m } }
+
+// WithPrefix reads the variables with a prefix, as Vercel sets them when the
+// integration was connected with a custom prefix: WithPrefix("cache_") reads
+// cache_KV_REST_API_URL and cache_UPSTASH_REDIS_REST_URL.
+func WithPrefix(prefix string) EnvOption { return func(s *envSettings) { s.prefix = prefix } }
+
+// ReadOnly selects the read-only token, KV_REST_API_READ_ONLY_TOKEN. A client
+// built from it can only read; locks and state writes fail with NOPERM.
+func ReadOnly() EnvOption { return func(s *envSettings) { s.readOnly = true } }
+
+type envVars struct {
+	URL           string `env:"UPSTASH_REDIS_REST_URL"`
+	Token         string `env:"UPSTASH_REDIS_REST_TOKEN"`
+	VercelURL     string `env:"KV_REST_API_URL"`
+	VercelToken   string `env:"KV_REST_API_TOKEN"`
+	VercelROToken string `env:"KV_REST_API_READ_ONLY_TOKEN"`
+}
+
+// ConfigFromEnv reads the REST URL from UPSTASH_REDIS_REST_URL, falling back
+// to KV_REST_API_URL, and the token from UPSTASH_REDIS_REST_TOKEN, falling
+// back to KV_REST_API_TOKEN (or, with ReadOnly, from
+// KV_REST_API_READ_ONLY_TOKEN). An empty variable counts as unset. Every
+// problem is reported at once, naming the variables looked at but never
+// their values.
+func ConfigFromEnv(opts ...EnvOption) (Config, error) {
+	var s envSettings
+	for _, o := range opts {
+		o(&s)
+	}
+	environ := s.environ
+	if environ == nil {
+		environ = environMap()
+	}
+	var v envVars
+	if err := env.ParseWithOptions(&v, env.Options{Environment: environ, Prefix: s.prefix}); err != nil {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	p := s.prefix
+	var errs []error
+	urlName, rawURL := pick(p+EnvURL, v.URL, p+EnvVercelURL, v.VercelURL)
+	if rawURL == "" {
+		errs = append(errs, fmt.Errorf("no REST URL: set %s or %s", p+EnvURL, p+EnvVercelURL))
+	}
+	var tokName, token string
+	if s.readOnly {
+		tokName, token = p+EnvVercelReadOnlyTk, v.VercelROToken
+		if token == "" {
+			errs = append(errs, fmt.Errorf("no read-only REST token: set %s", tokName))
+		}
+	} else {
+		tokName, token = pick(p+EnvToken, v.Token, p+EnvVercelToken, v.VercelToken)
+		if token == "" {
+			errs = append(errs, fmt.Errorf("no REST token: set %s or %s", p+EnvToken, p+EnvVercelToken))
+		}
+	}
+	cfg := Config{Token: token}
+	if rawURL != "" {
+		u, err := checkURL(urlName, rawURL, false)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		cfg.URL = u
+	}
+	if token != "" {
+		if err := checkToken(tokName, token); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return Config{}, fmt.Errorf("%w: %w", ErrConfig, errors.Join(errs...))
+	}
+	return cfg, nil
+}
+
+func pick(name1, v1, name2, v2 string) (string, string) {
+	if v1 != "" {
+		return name1, v1
+	}
+	if v2 != "" {
+		return name2, v2
+	}
+	return "", ""
+}
+
+func environMap() map[string]string {
+	m := make(map[string]string)
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// checkURL validates a REST URL named name and returns it without a
+// trailing slash. Error texts name the variable, never its value.
+func checkURL(name, raw string, allowHTTP bool) (string, error) {
+	switch {
+	case raw == "":
+		return "", fmt.Errorf("%s is empty", name)
+	case strings.TrimSpace(raw) != raw:
+		return "", fmt.Errorf("%s has leading or trailing whitespace", name)
+	case strings.IndexFunc(raw, unicode.IsSpace) >= 0:
+		return "", fmt.Errorf("%s contains whitespace", name)
+	case strings.ContainsAny(raw, `"'`):
+		return "", fmt.Errorf("%s contains quote characters; remove the quotes around the value", name)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("%s is not a URL", name)
+	}
+	switch u.Scheme {
+	case "https":
+	case "http":
+		if !allowHTTP && !isLoopback(u.Hostname()) {
+			return "", fmt.Errorf("%s uses http:// to a host that is not loopback; use https:// (or set Config.AllowInsecureHTTP)", name)
+		}
+	case "redis", "rediss":
+		return "", fmt.Errorf("%s is a Redis TCP URL (%s://); the REST URL starts with https://", name, u.Scheme)
+	default:
+		return "", fmt.Errorf("%s must start with https://", name)
+	}
+	if u.Host == "" {
+		return "", fmt.Errorf("%s has no host", name)
+	}
+	if u.User != nil {
+		return "", fmt.Errorf("%s must not contain credentials; pass the token separately", name)
+	}
+	if u.RawQuery != "" || u.Fragment != "" {
+		return "", fmt.Errorf("%s must not have a query or fragment", name)
+	}
+	return strings.TrimRight(raw, "/"), nil
+}
+
+func checkToken(name, tok string) error {
+	switch {
+	case tok == "":
+		return fmt.Errorf("%s is empty", name)
+	case strings.TrimSpace(tok) != tok:
+		return fmt.Errorf("%s has leading or trailing whitespace", name)
+	case strings.IndexFunc(tok, unicode.IsSpace) >= 0:
+		return fmt.Errorf("%s contains whitespace", name)
+	case strings.ContainsAny(tok, `"'`):
+		return fmt.Errorf("%s contains quote characters; remove the quotes around the value", name)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}

@@ -1,0 +1,143 @@
+package upstash
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Sentinel errors. Every error this package returns that belongs to one of
+// these classes matches it with errors.Is, however deeply it is wrapped.
+var (
+	// ErrNil reports a nil reply: the key does not exist.
+	ErrNil = errors.New("upstash: nil reply")
+
+	// ErrUnauthorized reports an HTTP 401: the REST token is wrong, missing or
+	// revoked. The token itself never appears in any error text.
+	ErrUnauthorized = errors.New("upstash: unauthorized: the REST token was refused")
+
+	// ErrProtocol reports a reply that does not follow the REST protocol: a body
+	// that is not JSON, a missing "result", a pipeline reply of the wrong length,
+	// or a reply of another type than the caller asked for.
+	ErrProtocol = errors.New("upstash: protocol error")
+
+	// ErrRequestTooLarge reports a request over the configured limits (refused
+	// locally before sending) or one the server refused for its size.
+	ErrRequestTooLarge = errors.New("upstash: request too large")
+
+	// ErrOutcomeUnknown reports a request that may or may not have been applied:
+	// it may have reached the server, its reply was lost, and it was not safe to
+	// send again. Read the state back before acting on it.
+	ErrOutcomeUnknown = errors.New("upstash: outcome unknown: the request may or may not have been applied")
+
+	// ErrTransactionDiscarded reports a transaction that the server refused as
+	// a whole (for example a syntax error in one command): nothing ran.
+	ErrTransactionDiscarded = errors.New("upstash: transaction discarded")
+
+	// ErrInvalidArgument reports an argument the client refuses to send, such
+	// as a string that is not valid UTF-8 or a value of an unsupported type.
+	ErrInvalidArgument = errors.New("upstash: invalid argument")
+
+	// ErrConfig reports a configuration problem: a missing or malformed URL or
+	// token, or an option out of range.
+	ErrConfig = errors.New("upstash: invalid configuration")
+)
+
+// Error is an error reply from Upstash: a Redis error for one command, or an
+// HTTP-level refusal of a whole request. Its text names the command but never
+// echoes argument values or the token.
+type Error struct {
+	// Command is the upper-case command name ("SET", "EVALSHA"), or
+	// "PIPELINE" / "MULTI-EXEC" for an error that concerns a whole batch.
+	Command string
+	// Index is the command's position in a pipeline or transaction, or -1.
+	Index int
+	// Status is the HTTP status of the response that carried the error (200
+	// for an error element inside a pipeline reply).
+	Status int
+	// Code is the leading upper-case word of the Redis error text ("ERR",
+	// "WRONGTYPE", "NOSCRIPT", "NOPERM", "WRONGPASS"), or "" if there is none.
+	Code string
+	// Message is the error text as the server sent it.
+	Message string
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString("upstash: ")
+	if e.Index >= 0 {
+		fmt.Fprintf(&b, "command %d ", e.Index)
+	}
+	if e.Command != "" {
+		b.WriteString(e.Command)
+		b.WriteString(": ")
+	}
+	if e.Message != "" {
+		b.WriteString(e.Message)
+	} else {
+		fmt.Fprintf(&b, "HTTP %d %s", e.Status, http.StatusText(e.Status))
+	}
+	return b.String()
+}
+
+// Is makes errors.Is match the sentinels that describe this error.
+func (e *Error) Is(target error) bool {
+	switch target {
+	case ErrUnauthorized:
+		return e.Status == http.StatusUnauthorized
+	case ErrRequestTooLarge:
+		return e.Status == http.StatusRequestEntityTooLarge ||
+			strings.Contains(e.Message, "max request size exceeded")
+	case ErrTransactionDiscarded:
+		return e.Command == "MULTI-EXEC" && e.Index < 0 && e.Status != http.StatusUnauthorized
+	}
+	return false
+}
+
+// IsNoScript reports whether the error is Redis's NOSCRIPT: the script is
+// not in the server's cache.
+func (e *Error) IsNoScript() bool {
+	return e.Code == "NOSCRIPT" || strings.Contains(strings.ToLower(e.Message), "noscript")
+}
+
+// newError builds an *Error from a Redis error text.
+func newError(command string, index, status int, message string) *Error {
+	return &Error{Command: command, Index: index, Status: status, Code: errorCode(message), Message: message}
+}
+
+// errorCode returns the leading all-caps word of a Redis error text.
+func errorCode(msg string) string {
+	word := msg
+	if i := strings.IndexByte(msg, ' '); i >= 0 {
+		word = msg[:i]
+	}
+	if word == "" {
+		return ""
+	}
+	for _, r := range word {
+		if (r < 'A' || r > 'Z') && r != '_' {
+			return ""
+		}
+	}
+	return word
+}
+
+// isNoScript reports whether err is a NOSCRIPT reply.
+func isNoScript(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.IsNoScript()
+}
+
+// protocolErrorf wraps ErrProtocol with a description.
+func protocolErrorf(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// truncate shortens s for inclusion in an error text.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
