@@ -68,6 +68,7 @@ globalThis.fetch = async (input, init = {}) => {
     const res = await realFetch(input, init);
     entry.status = res.status;
     entry.syncToken = res.headers.get("upstash-sync-token");
+    entry.contentType = res.headers.get("content-type");
     return res;
   } catch (e) {
     entry.error = String(e);
@@ -741,6 +742,20 @@ eachVariant(VARIANTS, "large value: ~1 MB round-trip", async (opts) => {
   const [g2, n2] = await p.exec();
   assert.ok(g2 === value, "content identical via pipeline");
   assert.equal(n2, utf8len(value));
+});
+
+// ---------------------------------------------------------------------------
+// Whole-run wire properties (keep this check last).
+
+check("wire: every response so far was JSON with Content-Type application/json", async () => {
+  const done = wire.filter((x) => x.status !== undefined);
+  assert.ok(done.length > 0);
+  const bad = done.filter((x) => !/^application\/json\b/i.test(x.contentType ?? ""));
+  assert.deepEqual(
+    bad.slice(0, 5).map((x) => `${x.path} -> ${x.status} ${x.contentType}`),
+    [],
+    `${bad.length} of ${done.length} responses were not application/json`,
+  );
 });
 
 // ---------------------------------------------------------------------------
