@@ -90,7 +90,9 @@ func (e *Error) Is(target error) bool {
 		return e.Status == http.StatusRequestEntityTooLarge ||
 			strings.Contains(e.Message, "max request size exceeded")
 	case ErrTransactionDiscarded:
-		return e.Command == "MULTI-EXEC" && e.Index < 0 && e.Status != http.StatusUnauthorized
+		// Only a refusal means nothing ran: a 5xx may come after the
+		// transaction ran, and a 401 is reported as ErrUnauthorized.
+		return e.Command == "MULTI-EXEC" && e.Index < 0 && e.Status < 500 && e.Status != http.StatusUnauthorized
 	}
 	return false
 }
