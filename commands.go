@@ -2,7 +2,10 @@ package upstash
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"math"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -124,19 +127,51 @@ func (c Command) keys() []any {
 		if len(args) < 2 {
 			return nil
 		}
-		var n int
-		switch v := args[1].(type) {
-		case int:
-			n = v
-		case string:
-			_, _ = fmt.Sscan(v, &n)
-		}
-		if n < 0 || n > len(args)-2 {
+		n, ok := intArg(args[1])
+		if !ok || n < 0 || n > int64(len(args)-2) {
 			return nil
 		}
 		return args[2 : 2+n]
 	}
 	return args[:1]
+}
+
+// intArg returns the integer an argument is sent as, if it is one: any Go
+// integer type, or a string, []byte or json.Number holding a base-10 integer.
+func intArg(a any) (int64, bool) {
+	var s string
+	switch v := a.(type) {
+	case int:
+		return int64(v), true
+	case int8:
+		return int64(v), true
+	case int16:
+		return int64(v), true
+	case int32:
+		return int64(v), true
+	case int64:
+		return v, true
+	case uint:
+		return int64(min(v, math.MaxInt64)), true
+	case uint8:
+		return int64(v), true
+	case uint16:
+		return int64(v), true
+	case uint32:
+		return int64(v), true
+	case uint64:
+		return int64(min(v, math.MaxInt64)), true
+	case string:
+		s = v
+	case []byte:
+		s = string(v)
+	case json.Number:
+		s = string(v)
+	default:
+		return 0, false
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	return n, err == nil
 }
 
 // ---- typed helpers for common commands ----
