@@ -226,6 +226,9 @@ eachVariant(VARIANTS, "JSON values (objects, arrays, numbers, booleans) round-tr
     assert.deepEqual(await r.get(k), value, `get ${name} (deserialized)`);
     assert.equal(await raw.get(k), JSON_STORED[name], `get ${name} (stored text)`);
   }
+  const [a, b, c] = [key("json:m1"), key("json:m2"), key("json:m3")];
+  assert.equal(await r.mset({ [a]: { x: [1, "y"] }, [b]: 2.5, [c]: "plain" }), "OK", "mset");
+  assert.deepEqual(await r.mget(a, b, c), [{ x: [1, "y"] }, 2.5, "plain"], "mget");
 });
 
 eachVariant(VARIANTS, "integers: incr, incrby 1700000000000, big numbers stay strings", async (opts) => {
@@ -259,6 +262,11 @@ eachVariant(VARIANTS, "nil: missing keys read as null", async (opts) => {
   assert.equal(await r.lpop(key("nil:l")), null, "lpop");
   assert.equal(await r.hgetall(key("nil:h2")), null, "hgetall");
   assert.equal(await r.exists(key("nil:e")), 0, "exists");
+  assert.equal(await r.set(present, "again", { nx: true }), null, "set nx on an existing key");
+  const fresh = key("nil:nx");
+  assert.equal(await r.set(fresh, "first", { nx: true }), "OK", "set nx on a new key");
+  assert.equal(await r.set(fresh, "second", { get: true }), "first", "set get returns the old value");
+  assert.equal(await r.set(key("nil:get"), "v", { get: true }), null, "set get on a new key");
 });
 
 // ---------------------------------------------------------------------------
@@ -341,6 +349,63 @@ eachVariant(ENCODINGS, "expiry: a key set with px 100 is gone 400 ms later", asy
   assert.equal(await r.exists(k), 0, "exists after expiry");
 });
 
+// Scores are chosen so that every Redis formats them alike: Redis 7.2+ (and
+// miniredis) print doubles with grisu2, which switches to exponent form for
+// round numbers (1700000000000 -> "1.7e+12"), while Redis <= 7.0 uses %.17g
+// ("1700000000000", but 0.1 -> "0.10000000000000001").
+eachVariant(VARIANTS, "sorted sets: zadd/zscore/zincrby/zrange withScores (float replies)", async (opts) => {
+  const r = client(opts);
+  const k = key("zset");
+  assert.equal(
+    await r.zadd(k, { score: 1.5, member: "a" }, { score: 1700000000123, member: "b" }, { score: -2, member: "ü😀" }),
+    3,
+    "zadd",
+  );
+  assert.equal(await r.zscore(k, "a"), 1.5, "zscore");
+  assert.equal(await r.zincrby(k, 0.25, "a"), 1.75, "zincrby");
+  assert.equal(await r.zcard(k), 3, "zcard");
+  assert.equal(await r.zrank(k, "b"), 2, "zrank");
+  assert.deepEqual(await r.zrange(k, 0, -1), ["ü😀", "a", "b"], "zrange");
+  assert.deepEqual(
+    await r.zrange(k, 0, -1, { withScores: true }),
+    ["ü😀", -2, "a", 1.75, "b", 1700000000123],
+    "zrange withScores",
+  );
+  assert.equal(await r.zscore(k, "missing"), null, "zscore of a missing member");
+});
+
+eachVariant(ENCODINGS, "scan: cursor loop with match collects exactly the keys", async (opts) => {
+  const r = client(opts);
+  const base = key("scan");
+  const want = [];
+  for (let i = 0; i < 7; i++) {
+    want.push(`${base}:${i}`);
+    await r.set(`${base}:${i}`, i);
+  }
+  const got = new Set();
+  let cursor = "0";
+  let rounds = 0;
+  do {
+    const [next, keys] = await r.scan(cursor, { match: `${base}:*`, count: 3 });
+    assert.equal(typeof next, "string", `cursor is a string, got ${JSON.stringify(next)}`);
+    assert.ok(Array.isArray(keys));
+    for (const k of keys) got.add(k);
+    cursor = next;
+    assert.ok(++rounds < 1000, "scan terminates");
+  } while (cursor !== "0");
+  assert.deepEqual([...got].sort(), want.sort());
+});
+
+eachVariant(VARIANTS, "binary replies: invalid UTF-8 bytes arrive as U+FFFD", async (opts) => {
+  const r = client(opts);
+  const k = key("bin");
+  assert.equal(await r.setbit(k, 0, 1), 0, "setbit");
+  assert.equal(await r.strlen(k), 1, "one byte stored");
+  assert.equal(await r.get(k), "\uFFFD", "byte 0x80 read back");
+  const script = r.createScript(`-- ${RUN}\nreturn {string.char(255, 65, 200, 66, 0, 67), 'ok'}`);
+  assert.deepEqual(await script.exec([], []), ["\uFFFDA\uFFFDB\u0000C", "ok"], "lua string.char bytes");
+});
+
 // ---------------------------------------------------------------------------
 // Status replies.
 
@@ -382,6 +447,8 @@ eachVariant(
     const w = since(mark);
     assert.deepEqual(w.map((x) => [x.path, x.status]), [["/", 400]]);
     assert.equal(await r.get(k), "not a number", "value untouched");
+    const e2 = await rejection(r.lpush(k, "x"), "lpush on a string");
+    assert.match(e2.message, /^WRONGTYPE Operation against a key holding the wrong kind of value/);
   },
 );
 
