@@ -436,7 +436,11 @@ type attemptOutcome struct {
 	body   []byte
 	token  string
 	wrote  bool // some of the request may have reached the server
-	err    error
+	// answered is set when the server replied but the reply could not be
+	// used (it is over MaxResponseBytes): the command ran, and asking again
+	// would not give a usable reply either.
+	answered bool
+	err      error
 }
 
 // send posts body to path, retrying as the policy and idempotency allow, and
@@ -486,6 +490,9 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 
 // retryable reports whether a failed attempt may be repeated.
 func (c *Client) retryable(out attemptOutcome, idempotent bool) bool {
+	if out.answered {
+		return false
+	}
 	if out.err != nil {
 		return !out.wrote || idempotent
 	}
@@ -496,7 +503,7 @@ func (c *Client) retryable(out attemptOutcome, idempotent bool) bool {
 
 // finalError builds the error of a request that will not be tried again.
 func (c *Client) finalError(ctxErr, err error, out attemptOutcome, idempotent bool, label string) error {
-	ambiguous := !idempotent && (out.err != nil && out.wrote || out.err == nil && (out.status >= 500 || out.status == http.StatusTooManyRequests))
+	ambiguous := !idempotent && !out.answered && (out.err != nil && out.wrote || out.err == nil && (out.status >= 500 || out.status == http.StatusTooManyRequests))
 	switch {
 	case ambiguous && ctxErr != nil:
 		return fmt.Errorf("%w: %s: %w (%w)", ErrOutcomeUnknown, label, ctxErr, err)
@@ -564,6 +571,9 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	raw := resp.RawBody()
 	defer raw.Close()
 	data, err := readLimited(raw, c.settings.limits.MaxResponseBytes)
+	if errors.Is(err, ErrProtocol) {
+		return attemptOutcome{status: resp.StatusCode(), wrote: true, answered: true, err: err}
+	}
 	if err != nil {
 		// The server received the request and began to answer.
 		return attemptOutcome{wrote: true, err: err}
