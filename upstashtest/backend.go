@@ -1,0 +1,357 @@
+package upstashtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/gomodule/redigo/redis"
+)
+
+// backend is the Redis behind the REST server: an embedded miniredis, a
+// private redis-server process, or an existing Redis. All three are spoken
+// to over TCP with redigo, through one code path.
+type backend struct {
+	addr string // host:port
+	pool *redis.Pool
+
+	mr *miniredis.Miniredis // embedded only
+
+	// clock keeps miniredis TTLs running in real time.
+	clockMu   sync.Mutex
+	lastTick  time.Time
+	clockRuns bool
+
+	proc     *exec.Cmd     // private redis-server only
+	procDone chan struct{} // closed when proc has been waited for
+	procErr  error
+	tmpDir   string
+}
+
+// redisServerHint is appended to errors about a missing redis-server.
+const redisServerHint = "install it (apt-get install -y redis-server) or use the embedded backend"
+
+func newEmbeddedBackend() (*backend, error) {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
+		return nil, fmt.Errorf("upstashtest: starting embedded miniredis: %w", err)
+	}
+	b := &backend{addr: mr.Addr(), mr: mr, lastTick: time.Now(), clockRuns: true}
+	b.pool = newPool("redis://" + b.addr)
+	return b, nil
+}
+
+// newExternalBackend connects to an existing Redis given as "host:port" or
+// "redis://host:port[/db]" and checks that it answers PING.
+func newExternalBackend(ctx context.Context, addr string) (*backend, error) {
+	rawURL := addr
+	if !strings.Contains(addr, "://") {
+		rawURL = "redis://" + addr
+	}
+	u, err := url.Parse(rawURL)
+	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
+		return nil, fmt.Errorf("upstashtest: bad Redis address %q: want host:port or redis://host:port[/db]", redactURL(addr))
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "6379")
+	}
+	b := &backend{addr: host, pool: newPool(rawURL)}
+	if err := b.ping(ctx); err != nil {
+		b.pool.Close()
+		return nil, fmt.Errorf("upstashtest: Redis at %s is unreachable: %w", redactURL(addr), err)
+	}
+	return b, nil
+}
+
+// newRedisServerBackend starts a private redis-server from PATH on a free
+// 127.0.0.1 port, without persistence.
+func newRedisServerBackend(ctx context.Context) (*backend, error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return nil, fmt.Errorf("upstashtest: a real Redis was requested (WithRedisServer or UPSTASHTEST_REDIS=redis-server) but redis-server is not on PATH: %w; %s", err, redisServerHint)
+	}
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		b, err := startRedisServer(ctx, bin)
+		if err == nil {
+			return b, nil
+		}
+		lastErr = err
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, lastErr
+}
+
+func startRedisServer(ctx context.Context, bin string) (*backend, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, fmt.Errorf("upstashtest: finding a free port for redis-server: %w", err)
+	}
+	dir, err := os.MkdirTemp("", "upstashtest-redis-")
+	if err != nil {
+		return nil, fmt.Errorf("upstashtest: %w", err)
+	}
+	logFile := filepath.Join(dir, "redis.log")
+	cmd := exec.Command(bin,
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--dir", dir,
+		"--logfile", logFile,
+	)
+	cmd.Dir = dir
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("upstashtest: starting redis-server: %w", err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	b := &backend{addr: addr, proc: cmd, procDone: make(chan struct{}), tmpDir: dir}
+	go func() {
+		b.procErr = cmd.Wait()
+		close(b.procDone)
+	}()
+	b.pool = newPool("redis://" + addr)
+
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+		err := b.ping(pctx)
+		cancel()
+		if err == nil {
+			return b, nil
+		}
+		select {
+		case <-b.procDone:
+			log, _ := os.ReadFile(logFile)
+			b.close()
+			return nil, fmt.Errorf("upstashtest: redis-server on port %d exited (%v): %s", port, b.procErr, lastLines(string(log), 5))
+		default:
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			b.close()
+			return nil, fmt.Errorf("upstashtest: redis-server on port %d did not answer PING: %w", port, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func newPool(rawURL string) *redis.Pool {
+	return &redis.Pool{
+		MaxIdle:     16,
+		IdleTimeout: 2 * time.Minute,
+		DialContext: func(ctx context.Context) (redis.Conn, error) {
+			return redis.DialURLContext(ctx, rawURL,
+				redis.DialConnectTimeout(5*time.Second),
+				redis.DialWriteTimeout(30*time.Second),
+			)
+		},
+		TestOnBorrowContext: func(ctx context.Context, c redis.Conn, lastUsed time.Time) error {
+			if time.Since(lastUsed) < 10*time.Second {
+				return nil
+			}
+			_, err := redis.DoContext(c, ctx, "PING")
+			return err
+		},
+	}
+}
+
+func (b *backend) ping(ctx context.Context) error {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_, err = redis.DoContext(c, ctx, "PING")
+	return err
+}
+
+// tick advances the miniredis clock by the wall-clock time elapsed since
+// the previous tick, so that TTLs expire in real time.
+func (b *backend) tick() {
+	if b.mr == nil {
+		return
+	}
+	b.clockMu.Lock()
+	defer b.clockMu.Unlock()
+	now := time.Now()
+	if d := now.Sub(b.lastTick); d > 0 {
+		b.mr.FastForward(d)
+	}
+	b.lastTick = now
+}
+
+// do runs cmds pipelined on one connection and returns one reply per
+// command (a redis.Error for a command error). The error is a connection
+// problem.
+func (b *backend) do(ctx context.Context, cmds []command) ([]interface{}, error) {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	send, fix := b.fixups(cmds)
+	replies, err := sendAll(ctx, c, send)
+	if err != nil {
+		return nil, err
+	}
+	return applyFixups(replies, fix), nil
+}
+
+// fixups returns the commands to send and, for the embedded backend, the
+// reply fixups (see embeddedFixup).
+func (b *backend) fixups(cmds []command) ([]command, []func(interface{}) interface{}) {
+	if b.mr == nil {
+		return cmds, nil
+	}
+	send := make([]command, len(cmds))
+	fix := make([]func(interface{}) interface{}, len(cmds))
+	for i, c := range cmds {
+		send[i], fix[i] = embeddedFixup(c)
+	}
+	return send, fix
+}
+
+func applyFixups(replies []interface{}, fix []func(interface{}) interface{}) []interface{} {
+	for i, f := range fix {
+		if f == nil {
+			continue
+		}
+		if _, isErr := replies[i].(redis.Error); !isErr {
+			replies[i] = f(replies[i])
+		}
+	}
+	return replies
+}
+
+// sendAll pipelines cmds on c and reads one reply per command.
+func sendAll(ctx context.Context, c redis.Conn, cmds []command) ([]interface{}, error) {
+	for _, cmd := range cmds {
+		if err := c.Send(cmd.name, cmd.redisArgs()...); err != nil {
+			return nil, err
+		}
+	}
+	r, err := redis.DoContext(c, ctx, "")
+	if err != nil {
+		return nil, err
+	}
+	replies, ok := r.([]interface{})
+	if !ok || len(replies) != len(cmds) {
+		return nil, fmt.Errorf("unexpected pipeline reply %T", r)
+	}
+	return replies, nil
+}
+
+// multiExec runs cmds as MULTI ... EXEC on one connection. When a command
+// is refused while queueing, the transaction is discarded (DISCARD, not
+// EXEC, so that a backend which does not flag the transaction itself still
+// runs nothing) and queueErr is that first refusal.
+func (b *backend) multiExec(ctx context.Context, cmds []command) (replies []interface{}, queueErr redis.Error, err error) {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return nil, "", err
+	}
+	defer c.Close()
+	send, fix := b.fixups(cmds)
+	queued, err := sendAll(ctx, c, append([]command{{name: "MULTI"}}, send...))
+	if err != nil {
+		return nil, "", err
+	}
+	for _, q := range queued {
+		if e, ok := q.(redis.Error); ok {
+			queueErr = e
+			break
+		}
+	}
+	if queueErr != "" {
+		if _, err := redis.DoContext(c, ctx, "DISCARD"); err != nil {
+			if _, isRedisErr := err.(redis.Error); !isRedisErr {
+				return nil, "", err
+			}
+		}
+		return nil, queueErr, nil
+	}
+	r, err := redis.DoContext(c, ctx, "EXEC")
+	if e, ok := err.(redis.Error); ok {
+		return nil, e, nil
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	exec, ok := r.([]interface{})
+	if !ok || len(exec) != len(cmds) {
+		return nil, "", fmt.Errorf("unexpected EXEC reply %T for %d commands", r, len(cmds))
+	}
+	return applyFixups(exec, fix), "", nil
+}
+
+func (b *backend) close() {
+	if b.pool != nil {
+		b.pool.Close()
+	}
+	if b.mr != nil {
+		b.mr.Close()
+	}
+	if b.proc != nil {
+		select {
+		case <-b.procDone:
+		default:
+			_ = b.proc.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-b.procDone:
+			case <-time.After(5 * time.Second):
+				_ = b.proc.Process.Kill()
+				<-b.procDone
+			}
+		}
+	}
+	if b.tmpDir != "" {
+		os.RemoveAll(b.tmpDir)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, " | ")
+}
+
+// redactURL hides a password in a redis:// URL.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return s
+	}
+	if _, has := u.User.Password(); has {
+		u.User = url.UserPassword(u.User.Username(), "xxxxx")
+	}
+	return u.String()
+}
+
+var errNotEmbedded = errors.New("upstashtest: FastForward needs the embedded backend (miniredis); this server uses a real Redis, whose TTLs run on its own clock")

@@ -1,0 +1,85 @@
+// Package upstashtest provides an Upstash-compatible Redis REST server for
+// tests, in the spirit of net/http/httptest and miniredis.
+//
+// A Server speaks the Upstash REST protocol (POST / with a JSON command,
+// /pipeline, /multi-exec, path-style commands, Bearer or _token auth, a
+// read-only token, Upstash-Encoding: base64, the upstash-sync-token header)
+// in front of a Redis: by default an embedded miniredis, or a real Redis
+// (WithRedisServer, WithRedisAddr, or the UPSTASHTEST_REDIS environment
+// variable: "redis-server" or an address). Every backend is reached over
+// TCP through the same code, so a test that passes on one passes on the
+// other unless it relies on a difference between miniredis and Redis.
+//
+//	func TestSomething(t *testing.T) {
+//		srv := upstashtest.NewServer(t)        // closed by t.Cleanup
+//		client := newClient(srv.URL, srv.Token) // your Upstash client
+//		...
+//		srv.FailNext(1, 503)                   // the next request fails
+//		srv.DropResponseNext(1)                // the next one runs, then the connection dies
+//		srv.FastForward(time.Minute)           // TTLs (embedded backend only)
+//	}
+//
+// The embedded backend expires keys in real time: before each request the
+// miniredis clock is moved on by the wall-clock time elapsed since the
+// previous one, so a key SET with PX 100 is gone 100 ms later, as on Redis.
+// FastForward adds to that.
+//
+// Faults apply per HTTP request, in arrival order: FailNext, ResetNext and
+// DropResponseNext queue deterministic faults, SetLatency delays every
+// request, and SetFaultRate mixes faults in at random from a PRNG seeded by
+// WithSeed. Stats counts requests by endpoint and commands by name.
+//
+// The command upstash-local (cmd/upstash-local) serves the same handler as a
+// standalone program.
+//
+// # Decisions where Upstash's behaviour is not documented
+//
+//   - JSON booleans in a command are sent to Redis as "true" and "false" (the
+//     official JS client puts them on the wire as JSON booleans); numbers are
+//     sent as their exact literal text (1.5, 1700000000000, 1e+21 and 20-digit
+//     integers unchanged). null, objects and nested arrays are refused with
+//     400 "ERR invalid argument at index N ...".
+//   - Malformed bodies (invalid JSON, not an array, an empty command, an empty
+//     pipeline, a pipeline row that is not a non-empty array) are 400 with an
+//     "ERR ..." error; nothing of the request runs.
+//   - A discarded /multi-exec (a command refused while queueing) is 400 with
+//     the first queueing error (e.g. "ERR wrong number of arguments for
+//     'lpush' command"), not EXECABORT. An unsupported or forbidden command
+//     in a transaction discards it before anything is sent to Redis.
+//   - Commands the REST API does not serve (blocking commands, XREAD/
+//     XREADGROUP with BLOCK, WAIT, MULTI/EXEC/DISCARD/WATCH/UNWATCH,
+//     SUBSCRIBE and friends, connection commands other than PING and ECHO,
+//     server administration and cluster commands) are 400 "ERR Command is not
+//     available: '<cmd>' (<reason>)"; in a pipeline, that element fails alone.
+//   - The read-only token may run an allowlist of read commands; anything else
+//     (KEYS and SCAN included) gets "NOPERM this user has no permissions to
+//     run the '<cmd>' command or its subcommand".
+//   - Authentication uses the Authorization header when present, else
+//     _token; failure is 401 "WRONGPASS invalid or missing auth token".
+//   - The sync token ("<random>-<n>") is sent on every 2xx response and moves
+//     on after each request that ran a command outside the read allowlist;
+//     the request header is ignored.
+//   - An error nested inside an array reply (a Lua table holding
+//     redis.error_reply) is sent as its text, like a status string.
+//   - Redis connection loss is 503 "ERR redis connection failed: ...";
+//     a panic in the handler is 500 "ERR upstashtest: internal error".
+//   - Path style drops empty path segments (/get//k is GET k); a query
+//     parameter without a value adds only its name (?NX).
+//
+// # Known differences from real Upstash
+//
+//   - Replies, error texts and command coverage are those of the backend:
+//     miniredis lacks some commands and options and words a few errors
+//     differently from Redis; a real redis-server matches Redis of its
+//     version, while Upstash has its own deviations (e.g. UNLINK with no
+//     keys, ZRANGE LIMIT without BYSCORE/BYLEX are accepted there).
+//   - Real Upstash reportedly runs some blocking commands (BLMOVE) without
+//     blocking; here they are refused.
+//   - No Server-Sent Events (/subscribe, /monitor), no
+//     Upstash-Response-Format: resp2, no ACL RESTTOKEN, no quotas (daily
+//     request limit, commands per second), no max key or record size checks.
+//   - FastForward moves TTLs only: TIME and the clock used by EXPIREAT/PXAT
+//     stay on the wall clock (miniredis).
+//   - Random status faults use 503; Upstash's own 5xx texts are unknown.
+//   - FlushAll flushes every database of the backing Redis.
+package upstashtest
