@@ -34,7 +34,9 @@ func embeddedFixup(c command) (command, func(interface{}) interface{}) {
 			return c, fixFloat
 		}
 	case "ZMSCORE":
-		return c, func(v interface{}) interface{} { return mapArray(v, func(i int, e interface{}) interface{} { return fixFloat(e) }) }
+		return c, func(v interface{}) interface{} {
+			return mapArray(v, func(i int, e interface{}) interface{} { return fixFloat(e) })
+		}
 	case "ZRANGE", "ZREVRANGE", "ZRANGEBYSCORE", "ZREVRANGEBYSCORE", "ZUNION", "ZINTER", "ZDIFF", "ZRANDMEMBER":
 		if hasArg(c.args, "WITHSCORES") {
 			return c, fixOddScores
