@@ -269,6 +269,40 @@ eachVariant(VARIANTS, "nil: missing keys read as null", async (opts) => {
   assert.equal(await r.set(key("nil:get"), "v", { get: true }), null, "set get on a new key");
 });
 
+eachVariant(VARIANTS, "keys: slashes, query characters, spaces, unicode and the empty key", async (opts) => {
+  const r = client(opts);
+  const base = key("weird");
+  const keys = [
+    `${base}/a/b?c=d&e#f`,
+    `${base} with spaces %20 %2F +plus`,
+    `${base}:ключ😀漢字`,
+    `${base}:OK`,
+    `${base}:"quoted"\\back`,
+  ];
+  for (const [i, k] of keys.entries()) assert.equal(await r.set(k, `value ${i}`), "OK", `set ${k}`);
+  for (const [i, k] of keys.entries()) assert.equal(await r.get(k), `value ${i}`, `get ${k}`);
+  assert.equal(await r.exists(...keys), keys.length, "exists");
+  assert.deepEqual(await r.mget(...keys), keys.map((_, i) => `value ${i}`), "mget");
+  const found = await r.keys(`${base}*`);
+  assert.deepEqual([...found].sort(), [...keys].sort(), "keys returns the exact key bytes");
+  assert.equal(await r.del(...keys), keys.length, "del");
+  assert.equal(await r.set("", "empty key"), "OK", "set on the empty key");
+  assert.equal(await r.get(""), "empty key", "get of the empty key");
+  assert.equal(await r.del(""), 1, "del of the empty key");
+});
+
+eachVariant(ENCODINGS, "generic redis.exec([...]) with stringified arguments", async (opts) => {
+  const r = client(opts);
+  const k = key("exec");
+  assert.equal(await r.exec(["SET", k, "via exec"]), "OK", "SET in capitals");
+  assert.equal(await r.exec(["get", k]), "via exec");
+  assert.equal(await r.exec(["INCRBY", key("exec:n"), 1700000000000]), 1700000000000, "number argument stringified");
+  assert.equal(await r.exec(["PING"]), "PONG");
+  const e = await rejection(r.exec(["NOSUCHCOMMAND", "x"]), "an unknown command");
+  assert.equal(e.name, "UpstashError");
+  assert.match(e.message, /^ERR /);
+});
+
 // ---------------------------------------------------------------------------
 // Lists, sets, hashes, expiry.
 
@@ -511,6 +545,10 @@ eachVariant(ENCODINGS, "multi/exec: results in order, sent to /multi-exec", asyn
   const mark = wire.length;
   assert.deepEqual(await tx.exec(), ["OK", 2, 12, 12, 2, ["a", "OK"], "PONG", "ü"]);
   assert.deepEqual(since(mark).map((x) => [x.path, x.status]), [["/multi-exec", 200]]);
+
+  const tx2 = r.multi();
+  tx2.eval("return {ARGV[1], redis.call('incr', KEYS[1])}", [k], ["ü😀"]).get(k);
+  assert.deepEqual(await tx2.exec(), [["ü😀", 13], 13], "EVAL inside a transaction");
 });
 
 check("multi/exec: concurrent transactions do not interleave", async () => {
@@ -601,6 +639,11 @@ check("scripts: createScript after SCRIPT FLUSH falls back from EVALSHA to EVAL,
 
   const e = await rejection(r.evalsha("0".repeat(40), [], []), "evalsha of an unknown sha");
   assert.match(e.message, /NOSCRIPT/);
+
+  const src2 = `-- officialclient ${RUN} load\nreturn 'loaded'`;
+  const sha2 = createHash("sha1").update(src2, "utf8").digest("hex");
+  assert.equal(await r.scriptLoad(src2), sha2, "SCRIPT LOAD returns the SHA-1");
+  assert.equal(await r.evalsha(sha2, [], []), "loaded", "EVALSHA of a loaded script");
 });
 
 eachVariant(ENCODINGS, "scripts: Lua status replies and bulk strings as the client decodes them", async (opts) => {
@@ -679,6 +722,11 @@ eachVariant(VARIANTS, "auth: a wrong token is rejected with 401", async (opts) =
   assert.equal(w[0].status, 401);
   const e2 = await rejection(bad.get(k), "get with a wrong token");
   assert.match(e2.message, /unauthori[sz]ed|WRONGPASS|401/i);
+  const tx = bad.multi();
+  tx.set(k, "x").get(k);
+  const e3 = await rejection(tx.exec(), "multi with a wrong token");
+  assert.match(e3.message, /unauthori[sz]ed|WRONGPASS|401/i);
+  assert.equal(since(mark).at(-1).status, 401, "multi-exec with a wrong token");
   assert.equal(await client().get(k), null, "nothing was written");
 });
 
@@ -710,6 +758,10 @@ eachVariant(ENCODINGS, "auth: read-only token in a pipeline: reads succeed, the 
   assert.match(String(res[1].error), /NOPERM/);
   assert.equal(res[1].result, undefined);
   assert.deepEqual(res[2], { result: "v", error: undefined });
+
+  const tx = ro.multi();
+  tx.get(k).exists(k).strlen(k);
+  assert.deepEqual(await tx.exec(), ["v", 1, 1], "a read-only transaction");
 });
 
 check("auth: read-only token cannot run EVAL", async () => {
@@ -788,6 +840,26 @@ eachVariant(ENCODINGS, "auto-pipeline: Promise.all of 22 mixed commands, one fai
   assert.deepEqual(await r.lrange(k("list2"), 0, -1), ["a", "b"]);
   assert.equal(await r.get(k("del")), null);
   assert.equal(await r.get(k("bad")), "not a number");
+});
+
+check("auto-pipeline: 2500 concurrent INCRs (batches of 1000) each land exactly once", async () => {
+  const r = client();
+  const k = key("ap:many");
+  const N = 2500;
+  const mark = wire.length;
+  const got = await Promise.all(Array.from({ length: N }, () => r.incr(k)));
+  assert.deepEqual(
+    [...got].sort((a, b) => a - b),
+    Array.from({ length: N }, (_, i) => i + 1),
+    "every INCR returned a distinct value 1..N",
+  );
+  const w = since(mark);
+  assert.deepEqual(w.map((x) => [x.path, x.status, x.body.length]), [
+    ["/pipeline", 200, 1000],
+    ["/pipeline", 200, 1000],
+    ["/pipeline", 200, 500],
+  ]);
+  assert.equal(await r.get(k), N);
 });
 
 // ---------------------------------------------------------------------------
