@@ -135,6 +135,7 @@ func NewServer(t testing.TB, opts ...Option) *Server {
 	s, err := Start(opts...)
 	if err != nil {
 		t.Fatalf("%v", err)
+		return nil // reached only with a testing.TB whose Fatalf returns
 	}
 	t.Cleanup(s.Close)
 	return s
@@ -250,8 +251,11 @@ func (s *Server) Close() {
 			<-s.serveDone
 		}
 		s.inflight.Wait()
-		if s.client != nil {
-			s.client.CloseIdleConnections()
+		s.lifeMu.Lock()
+		client := s.client
+		s.lifeMu.Unlock()
+		if client != nil {
+			client.CloseIdleConnections()
 		}
 		s.be.close()
 	})
