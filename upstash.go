@@ -30,6 +30,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/http/httptrace"
 	"os"
@@ -453,7 +454,18 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 	}
 	policy := c.settings.retry
 	backoff := policy.MinBackoff
+	var last attemptOutcome
+	var lastErr error
 	for attempt := 0; ; attempt++ {
+		// No attempt starts once the context is done. (net/http would give
+		// up before any trace event, which mayHaveSent could not tell from
+		// a failure after sending.)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			if attempt == 0 {
+				return nil, fmt.Errorf("upstash: %s: %w", label, ctxErr)
+			}
+			return nil, c.finalError(ctxErr, lastErr, last, idempotent, label)
+		}
 		out := c.attempt(ctx, path, body, idempotent)
 		err := out.err
 		if err == nil {
@@ -472,6 +484,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 		if !retryable || attempt >= policy.MaxRetries {
 			return nil, c.finalError(nil, err, out, idempotent, label)
 		}
+		last, lastErr = out, err
 		wait := backoff/2 + rand.N(backoff/2+1)
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
 			return nil, c.finalError(context.DeadlineExceeded, err, out, idempotent, label)
@@ -543,8 +556,10 @@ func (c *Client) statusError(status int, body []byte, label, path string) error 
 
 // attempt sends one HTTP request and reads the response.
 func (c *Client) attempt(ctx context.Context, path string, body []byte, idempotent bool) attemptOutcome {
-	var wrote atomic.Bool
+	var traced, wrote atomic.Bool
 	trace := &httptrace.ClientTrace{
+		GetConn:      func(string) { traced.Store(true) },
+		GotConn:      func(httptrace.GotConnInfo) { traced.Store(true) },
 		WroteHeaders: func() { wrote.Store(true) },
 	}
 	req := c.rest.R().
@@ -566,7 +581,7 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	}
 	resp, err := req.Post(c.baseURL + path)
 	if err != nil {
-		return attemptOutcome{wrote: wrote.Load(), err: err}
+		return attemptOutcome{wrote: mayHaveSent(err, traced.Load(), wrote.Load()), err: err}
 	}
 	raw := resp.RawBody()
 	defer raw.Close()
@@ -583,6 +598,26 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 		out.token = resp.Header().Get(syncTokenHeader)
 	}
 	return out
+}
+
+// mayHaveSent reports whether a request that failed with err may have
+// reached the server. net/http's transports report through httptrace when
+// they get a connection and when they have written the headers; a transport
+// that reports nothing (a custom RoundTripper) is only trusted for errors
+// that come before any connection exists: a failed dial or DNS lookup.
+func mayHaveSent(err error, traced, wroteHeaders bool) bool {
+	if wroteHeaders {
+		return true
+	}
+	if traced {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return false
+	}
+	var dns *net.DNSError
+	return !errors.As(err, &dns)
 }
 
 func readLimited(r io.Reader, max int64) ([]byte, error) {
