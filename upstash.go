@@ -516,7 +516,9 @@ func (c *Client) retryable(out attemptOutcome, idempotent bool) bool {
 
 // finalError builds the error of a request that will not be tried again.
 func (c *Client) finalError(ctxErr, err error, out attemptOutcome, idempotent bool, label string) error {
-	ambiguous := !idempotent && !out.answered && (out.err != nil && out.wrote || out.err == nil && (out.status >= 500 || out.status == http.StatusTooManyRequests))
+	// A 5xx may come after the command ran; a 429 is a refusal (it is
+	// retried only for safe commands, to stay conservative, but nothing ran).
+	ambiguous := !idempotent && !out.answered && (out.err != nil && out.wrote || out.err == nil && out.status >= 500)
 	switch {
 	case ambiguous && ctxErr != nil:
 		return fmt.Errorf("%w: %s: %w (%w)", ErrOutcomeUnknown, label, ctxErr, err)
