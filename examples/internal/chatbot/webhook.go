@@ -1,0 +1,108 @@
+// Package chatbot is the webhook flow shared by the Lambda and Vercel
+// examples. It drives an *upstash.State the way the Chat SDK core drives a
+// StateAdapter: dedupe by message id, one lock per thread, a queue for the
+// messages that arrive while the lock is held, and a drain before release.
+//
+// The package is internal to the examples. To reuse it, copy this folder
+// into your own module (see examples/vercel/README.md).
+package chatbot
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Webhook is the small chat webhook the examples accept:
+//
+//	{"platform":"slack","messageId":"m1","threadId":"slack:C1:1700000000.000100","user":"U1","text":"@bot hi"}
+//
+// A real bot would translate the platform's own payload into this shape.
+type Webhook struct {
+	Platform  string `json:"platform"`
+	MessageID string `json:"messageId"`
+	ThreadID  string `json:"threadId"`
+	User      string `json:"user"`
+	Text      string `json:"text"`
+}
+
+// ErrBadWebhook reports a request body that is not a usable webhook.
+var ErrBadWebhook = errors.New("bad webhook")
+
+// Size limits for webhook fields. Ids become parts of Redis keys.
+const (
+	maxIDBytes   = 512
+	maxTextBytes = 40_000
+	// MaxBodyBytes bounds a webhook body.
+	MaxBodyBytes = 1 << 20
+)
+
+// ParseWebhook decodes and checks a webhook body. Unknown fields are
+// ignored, as platforms add fields over time.
+func ParseWebhook(body []byte) (Webhook, error) {
+	var w Webhook
+	if len(body) > MaxBodyBytes {
+		return w, fmt.Errorf("%w: body of %d bytes exceeds %d", ErrBadWebhook, len(body), MaxBodyBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	if err := dec.Decode(&w); err != nil {
+		return w, fmt.Errorf("%w: body is not a JSON object: %v", ErrBadWebhook, err)
+	}
+	if dec.More() {
+		return w, fmt.Errorf("%w: trailing data after the JSON object", ErrBadWebhook)
+	}
+	var missing []string
+	for _, f := range []struct{ name, v string }{
+		{"platform", w.Platform}, {"messageId", w.MessageID}, {"threadId", w.ThreadID},
+	} {
+		switch {
+		case strings.TrimSpace(f.v) == "":
+			missing = append(missing, f.name)
+		case len(f.v) > maxIDBytes:
+			return w, fmt.Errorf("%w: %s is longer than %d bytes", ErrBadWebhook, f.name, maxIDBytes)
+		}
+	}
+	if len(missing) > 0 {
+		return w, fmt.Errorf("%w: missing %s", ErrBadWebhook, strings.Join(missing, ", "))
+	}
+	if len(w.Text) > maxTextBytes {
+		return w, fmt.Errorf("%w: text is longer than %d bytes", ErrBadWebhook, maxTextBytes)
+	}
+	return w, nil
+}
+
+// Mentions reports whether the text mentions name ("@bot"), ignoring case.
+func (w Webhook) Mentions(name string) bool {
+	return name != "" && strings.Contains(strings.ToLower(w.Text), strings.ToLower(name))
+}
+
+// Keys, as the Chat SDK core names them. The state adapter adds its prefix
+// and namespace ("chat-sdk:cache:", "chat-sdk:list:").
+
+// DedupeKey is the cache key that marks a message as seen.
+func DedupeKey(w Webhook) string { return "dedupe:" + w.Platform + ":" + w.MessageID }
+
+// ThreadStateKey is the cache key of a thread's state.
+func ThreadStateKey(threadID string) string { return "thread-state:" + threadID }
+
+// HistoryKey is the list key of a thread's message history.
+func HistoryKey(threadID string) string { return "msg-history:" + threadID }
+
+// ThreadState is what the bot keeps per thread under ThreadStateKey.
+type ThreadState struct {
+	Handled       int       `json:"handled"`
+	LastMessageID string    `json:"lastMessageId,omitempty"`
+	LastUser      string    `json:"lastUser,omitempty"`
+	UpdatedAt     time.Time `json:"updatedAt"`
+}
+
+// HistoryItem is one entry of a thread's history list.
+type HistoryItem struct {
+	MessageID string    `json:"messageId"`
+	User      string    `json:"user,omitempty"`
+	Text      string    `json:"text"`
+	At        time.Time `json:"at"`
+}
