@@ -12,9 +12,11 @@
 // these optional fields:
 //   "prefix"  keyPrefix of the adapter to use (absent: the adapter's default, "chat-sdk")
 //   "save"    remember the result under this name; a later "lock" may be "$name"
+//   "label"   echoed in the result, for error messages
 //   "expect"  compare the result with this value (util.isDeepStrictEqual) and
 //             report "equal": true|false, so a value is judged as JavaScript
-//             saw it, before any re-serialisation
+//             saw it, before any re-serialisation; on a mismatch "got" is
+//             util.inspect of the value (which shows what JSON hides, as -0)
 // Arguments by op:
 //   subscribe, unsubscribe, isSubscribed, forceReleaseLock, dequeue, queueDepth: threadId
 //   acquireLock: threadId, ttlMs;  releaseLock: lock;  extendLock: lock, ttlMs
@@ -33,7 +35,7 @@
 // A failing op does not stop the step: its error is its result. Diagnostics
 // go to stderr.
 import { readFileSync } from "node:fs";
-import { isDeepStrictEqual } from "node:util";
+import { inspect, isDeepStrictEqual } from "node:util";
 import { createRedisState } from "@chat-adapter/state-redis";
 import { Message } from "chat";
 
@@ -64,10 +66,12 @@ function installedVersion(name) {
   return JSON.parse(readFileSync(url, "utf8")).version;
 }
 
-const adapters = new Map(); // prefix ("" = default) -> connected adapter
+const adapters = new Map(); // JSON of the prefix option -> connected adapter
 
 async function adapterFor(prefix) {
-  const k = prefix ?? "";
+  // undefined (no keyPrefix option) and "" are different options, even if
+  // state-redis maps both to its default.
+  const k = prefix === undefined ? "default" : JSON.stringify(prefix);
   let a = adapters.get(k);
   if (!a) {
     const url = process.env.REDIS_URL;
@@ -177,9 +181,15 @@ async function runOps(args) {
       const value = await runOp(op, saved);
       if (op.save) saved.set(op.save, value);
       r = { op: op.op, ok: true, value: value === undefined ? null : value };
-      if ("expect" in op) r.equal = isDeepStrictEqual(value === undefined ? null : value, op.expect);
+      if (op.label !== undefined) r.label = op.label;
+      if ("expect" in op) {
+        r.equal = isDeepStrictEqual(value === undefined ? null : value, op.expect);
+        // JSON cannot show every difference (-0 prints as 0): say it in JS.
+        if (!r.equal) r.got = inspect(value, { depth: 20 });
+      }
     } catch (err) {
       r = { op: op.op, ok: false, error: String(err?.message ?? err) };
+      if (op.label !== undefined) r.label = op.label;
     }
     results.push(r);
   }

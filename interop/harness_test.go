@@ -1,0 +1,498 @@
+package interop_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gomodule/redigo/redis"
+
+	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/upstashtest"
+)
+
+// tsDir holds step.mjs and the pinned npm packages (package-lock.json).
+const tsDir = "testdata/ts"
+
+const (
+	// stepTimeout bounds one `node step.mjs` run (0.2-0.5 s when healthy).
+	stepTimeout = 60 * time.Second
+	// opTimeout bounds the Go side of one subtest.
+	opTimeout = 2 * time.Minute
+	// maxNodeRuns keeps the suite fast on small CI machines.
+	maxNodeRuns = 60
+
+	redisFix = "apt-get update && apt-get install -y redis-server && service redis-server stop"
+	npmFix   = "npm ci --prefix interop/testdata/ts"
+	nodeFix  = "install Node.js 20 or later (e.g. apt-get install -y nodejs npm), then: " + npmFix
+)
+
+// env is one redis-server shared by the TypeScript adapter (over TCP) and
+// the Go State (over the upstashtest REST server).
+type env struct {
+	node      string
+	dir       string // absolute tsDir
+	redisAddr string // 127.0.0.1:PORT
+	pool      *redis.Pool
+	srv       *upstashtest.Server
+	client    *upstash.Client
+	nodeRuns  atomic.Int64
+}
+
+func setup(t *testing.T) *env {
+	t.Helper()
+	dir, err := filepath.Abs(tsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{dir: dir, node: requireNode(t)}
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@chat-adapter", "state-redis", "package.json")); err != nil {
+		skipOrFail(t, "the TypeScript adapter is not installed (%s/node_modules/@chat-adapter/state-redis is missing); fix: %s", tsDir, npmFix)
+	}
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		skipOrFail(t, "redis-server is not on PATH; fix: %s", redisFix)
+	}
+	e.redisAddr = startRedisServer(t, bin)
+	e.pool = &redis.Pool{
+		MaxIdle: 2,
+		Dial: func() (redis.Conn, error) {
+			return redis.Dial("tcp", e.redisAddr,
+				redis.DialConnectTimeout(5*time.Second),
+				redis.DialReadTimeout(10*time.Second),
+				redis.DialWriteTimeout(10*time.Second))
+		},
+	}
+	t.Cleanup(func() { e.pool.Close() })
+
+	e.srv = upstashtest.NewServer(t, upstashtest.WithRedisAddr(e.redisAddr))
+	e.client, err = upstash.New(upstash.Config{URL: e.srv.URL, Token: e.srv.Token})
+	if err != nil {
+		t.Fatalf("upstash.New: %v", err)
+	}
+	return e
+}
+
+// state returns a Go State over the shared Redis.
+func (e *env) state(opts ...upstash.StateOption) *upstash.State {
+	return upstash.NewState(e.client, opts...)
+}
+
+// startRedisServer starts a private redis-server on a free 127.0.0.1 port,
+// without persistence, waits until it answers PING, stops it at cleanup,
+// and returns its address.
+func startRedisServer(t *testing.T, bin string) string {
+	t.Helper()
+	var lastErr error
+	for attempt := 0; attempt < 5; attempt++ {
+		addr, stop, err := tryStartRedis(bin, t.TempDir())
+		if err == nil {
+			t.Cleanup(stop)
+			out, _ := exec.Command(bin, "--version").Output()
+			t.Logf("redis-server on %s (%s)", addr, strings.TrimSpace(string(out)))
+			return addr
+		}
+		lastErr = err
+	}
+	t.Fatalf("could not start redis-server: %v", lastErr)
+	return ""
+}
+
+func tryStartRedis(bin, dir string) (addr string, stop func(), err error) {
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	addr = "127.0.0.1:" + strconv.Itoa(port)
+	var out syncBuffer
+	cmd := exec.Command(bin,
+		"--port", strconv.Itoa(port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--daemonize", "no",
+		"--dir", dir,
+	)
+	cmd.Dir = dir
+	cmd.Stdout = &out
+	cmd.Stderr = &out
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("starting %s: %w", bin, err)
+	}
+	done := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(done)
+	}()
+	stop = func() {
+		select {
+		case <-done:
+			return
+		default:
+		}
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case <-done:
+			return "", nil, fmt.Errorf("redis-server on port %d exited at start; output:\n%s", port, out.String())
+		default:
+		}
+		c, err := redis.Dial("tcp", addr, redis.DialConnectTimeout(time.Second), redis.DialReadTimeout(time.Second))
+		if err == nil {
+			pong, perr := redis.String(c.Do("PING"))
+			c.Close()
+			if perr == nil && pong == "PONG" {
+				return addr, stop, nil
+			}
+			err = fmt.Errorf("PING: %q, %v", pong, perr)
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("redis-server on port %d did not answer PING within 15 s (%v); output:\n%s", port, err, out.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// ---------------------------------------------------------------- raw Redis
+
+// do runs one command on the shared redis-server, bypassing both adapters.
+func (e *env) do(t *testing.T, cmd string, args ...any) any {
+	t.Helper()
+	c := e.pool.Get()
+	defer c.Close()
+	v, err := c.Do(cmd, args...)
+	if err != nil {
+		t.Fatalf("redis %s %v: %v", cmd, args, err)
+	}
+	return v
+}
+
+// rawGet returns the bytes stored at key; ok is false when it is missing.
+func (e *env) rawGet(t *testing.T, key string) (string, bool) {
+	t.Helper()
+	v := e.do(t, "GET", key)
+	if v == nil {
+		return "", false
+	}
+	s, err := redis.String(v, nil)
+	if err != nil {
+		t.Fatalf("redis GET %q: %v", key, err)
+	}
+	return s, true
+}
+
+func (e *env) mustRawGet(t *testing.T, key string) string {
+	t.Helper()
+	s, ok := e.rawGet(t, key)
+	if !ok {
+		t.Fatalf("redis GET %q: key is missing", key)
+	}
+	return s
+}
+
+func (e *env) pttl(t *testing.T, key string) int64 {
+	t.Helper()
+	n, err := redis.Int64(e.do(t, "PTTL", key), nil)
+	if err != nil {
+		t.Fatalf("redis PTTL %q: %v", key, err)
+	}
+	return n
+}
+
+func (e *env) typeOf(t *testing.T, key string) string {
+	t.Helper()
+	s, err := redis.String(e.do(t, "TYPE", key), nil)
+	if err != nil {
+		t.Fatalf("redis TYPE %q: %v", key, err)
+	}
+	return s
+}
+
+func (e *env) lrange(t *testing.T, key string) []string {
+	t.Helper()
+	s, err := redis.Strings(e.do(t, "LRANGE", key, 0, -1), nil)
+	if err != nil {
+		t.Fatalf("redis LRANGE %q: %v", key, err)
+	}
+	return s
+}
+
+func (e *env) exists(t *testing.T, key string) bool {
+	t.Helper()
+	n, err := redis.Int64(e.do(t, "EXISTS", key), nil)
+	if err != nil {
+		t.Fatalf("redis EXISTS %q: %v", key, err)
+	}
+	return n == 1
+}
+
+func (e *env) keys(t *testing.T, pattern string) []string {
+	t.Helper()
+	s, err := redis.Strings(e.do(t, "KEYS", pattern), nil)
+	if err != nil {
+		t.Fatalf("redis KEYS %q: %v", pattern, err)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// checkPTTL asserts that key's remaining TTL is in (want-slack, want] ms.
+func (e *env) checkPTTL(t *testing.T, key string, want, slack int64) {
+	t.Helper()
+	got := e.pttl(t, key)
+	if got > want || got <= want-slack {
+		t.Errorf("PTTL %q = %d ms, want in (%d, %d]", key, got, want-slack, want)
+	}
+}
+
+// checkNoTTL asserts that key exists and has no TTL.
+func (e *env) checkNoTTL(t *testing.T, key string) {
+	t.Helper()
+	if got := e.pttl(t, key); got != -1 {
+		t.Errorf("PTTL %q = %d, want -1 (exists, no TTL)", key, got)
+	}
+}
+
+// ---------------------------------------------------------------- node steps
+
+// op is one StateAdapter call for step.mjs (see its header).
+type op map[string]any
+
+// opResult is step.mjs's report of one op.
+type opResult struct {
+	Op    string          `json:"op"`
+	Label string          `json:"label"`
+	OK    bool            `json:"ok"`
+	Value json.RawMessage `json:"value"`
+	Error string          `json:"error"`
+	Equal *bool           `json:"equal"`
+	Got   string          `json:"got"` // util.inspect of a value that missed its expect
+}
+
+func (r opResult) String() string {
+	s := r.Op
+	if r.Label != "" {
+		s += " [" + r.Label + "]"
+	}
+	if !r.OK {
+		return s + ": error " + strconv.Quote(r.Error)
+	}
+	if r.Got != "" {
+		return s + " = " + string(r.Value) + " (in JavaScript: " + r.Got + ")"
+	}
+	return s + " = " + string(r.Value)
+}
+
+// step runs `node step.mjs <name> <args>` with REDIS_URL pointing at the
+// shared redis-server and returns its one JSON line.
+func (e *env) step(t *testing.T, name string, args any) json.RawMessage {
+	t.Helper()
+	argJSON, err := json.Marshal(args)
+	if err != nil {
+		t.Fatalf("encoding step args: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), stepTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, e.node, "step.mjs", name, string(argJSON))
+	cmd.Dir = e.dir
+	cmd.Env = append(environWithout("REDIS_URL=", "NODE_OPTIONS="), "REDIS_URL=redis://"+e.redisAddr)
+	cmd.WaitDelay = 5 * time.Second
+	var stdout, stderr syncBuffer
+	cmd.Stdout = &stdout
+	cmd.Stderr = &stderr
+	e.nodeRuns.Add(1)
+	start := time.Now()
+	runErr := cmd.Run()
+	elapsed := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("node step.mjs %s did not finish within %v\nstdout:\n%s\nstderr:\n%s", name, stepTimeout, stdout.String(), stderr.String())
+	}
+	lines := strings.Split(strings.TrimRight(stdout.String(), "\n"), "\n")
+	if runErr != nil || len(lines) != 1 || !json.Valid([]byte(lines[0])) {
+		t.Fatalf("node step.mjs %s: %v (want exit 0 and exactly one JSON line on stdout)\nargs: %s\nstdout:\n%s\nstderr:\n%s",
+			name, runErr, argJSON, stdout.String(), stderr.String())
+	}
+	var head struct {
+		OK    bool   `json:"ok"`
+		Error string `json:"error"`
+	}
+	if err := json.Unmarshal([]byte(lines[0]), &head); err != nil || !head.OK {
+		t.Fatalf("node step.mjs %s failed: %s (%v)\nstderr:\n%s", name, head.Error, err, stderr.String())
+	}
+	if testing.Verbose() {
+		t.Logf("node step.mjs %s: %v", name, elapsed.Round(time.Millisecond))
+	}
+	if s := strings.TrimSpace(stderr.String()); s != "" {
+		t.Logf("node step.mjs %s stderr:\n%s", name, s)
+	}
+	return json.RawMessage(lines[0])
+}
+
+// ts runs the ops in one `node step.mjs ops` and returns their results.
+func (e *env) ts(t *testing.T, ops ...op) tsResults {
+	t.Helper()
+	line := e.step(t, "ops", map[string]any{"ops": ops})
+	var out struct {
+		Results []opResult `json:"results"`
+	}
+	if err := json.Unmarshal(line, &out); err != nil {
+		t.Fatalf("decoding step.mjs output: %v\n%s", err, line)
+	}
+	if len(out.Results) != len(ops) {
+		t.Fatalf("step.mjs returned %d results for %d ops:\n%s", len(out.Results), len(ops), line)
+	}
+	return tsResults(out.Results)
+}
+
+type tsResults []opResult
+
+// ok returns result i's value, failing the test if the op threw.
+func (rs tsResults) ok(t *testing.T, i int) json.RawMessage {
+	t.Helper()
+	if !rs[i].OK {
+		t.Fatalf("TS op %d %v", i, rs[i])
+	}
+	return rs[i].Value
+}
+
+// checkAll asserts that every op succeeded and every op with an expect
+// matched it.
+func (rs tsResults) checkAll(t *testing.T) {
+	t.Helper()
+	for i, r := range rs {
+		switch {
+		case !r.OK:
+			t.Errorf("TS op %d %v", i, r)
+		case r.Equal != nil && !*r.Equal:
+			t.Errorf("TS op %d %v: not deep-equal to the expected value", i, r)
+		}
+	}
+}
+
+// find returns the result labelled label.
+func (rs tsResults) find(t *testing.T, label string) opResult {
+	t.Helper()
+	for _, r := range rs {
+		if r.Label == label {
+			return r
+		}
+	}
+	t.Fatalf("no TS result labelled %q", label)
+	return opResult{}
+}
+
+// ---------------------------------------------------------------- tools
+
+// requireNode returns the path of a node executable of version 20 or later.
+func requireNode(t *testing.T) string {
+	t.Helper()
+	node, err := exec.LookPath("node")
+	if err != nil {
+		skipOrFail(t, "node is not on PATH; fix: %s", nodeFix)
+	}
+	out, err := exec.Command(node, "--version").Output()
+	if err != nil {
+		skipOrFail(t, "%s --version failed (%v); fix: %s", node, err, nodeFix)
+	}
+	version := strings.TrimSpace(string(out))
+	major, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(version, "v"), ".", 2)[0])
+	if err != nil || major < 20 {
+		skipOrFail(t, "node %s is too old, step.mjs needs 20 or later; fix: %s", version, nodeFix)
+	}
+	return node
+}
+
+// skipOrFail skips with the reason, or fails when CI is set: in CI a
+// missing tool must not let the interop test pass silently.
+func skipOrFail(t *testing.T, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s (CI is set, so this fails instead of skipping)", msg)
+	}
+	t.Skip(msg)
+}
+
+// environWithout returns os.Environ() minus variables with any of the
+// prefixes.
+func environWithout(prefixes ...string) []string {
+	var env []string
+next:
+	for _, kv := range os.Environ() {
+		for _, p := range prefixes {
+			if strings.HasPrefix(kv, p) {
+				continue next
+			}
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+func freePort() (int, error) {
+	// Let the kernel pick a free port, then release it for redis-server. A
+	// race with another process is possible; the caller retries.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// syncBuffer is a bytes.Buffer safe for concurrent writers.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// ctx returns a context for the Go side of a subtest.
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), opTimeout)
+	t.Cleanup(cancel)
+	return c
+}
+
+// mustJSON encodes v for step.mjs arguments.
+func mustJSON(t *testing.T, v any) json.RawMessage {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
