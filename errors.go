@@ -59,7 +59,8 @@ type Error struct {
 	// Code is the leading upper-case word of the Redis error text ("ERR",
 	// "WRONGTYPE", "NOSCRIPT", "NOPERM", "WRONGPASS"), or "" if there is none.
 	Code string
-	// Message is the error text as the server sent it.
+	// Message is the error text as the server sent it. It may quote
+	// arguments (Redis's unknown-command error does); Error leaves those out.
 	Message string
 }
 
@@ -74,7 +75,7 @@ func (e *Error) Error() string {
 		b.WriteString(": ")
 	}
 	if e.Message != "" {
-		b.WriteString(e.Message)
+		b.WriteString(withoutArgs(e.Message))
 	} else {
 		fmt.Fprintf(&b, "HTTP %d %s", e.Status, http.StatusText(e.Status))
 	}
@@ -95,6 +96,19 @@ func (e *Error) Is(target error) bool {
 		return e.Command == "MULTI-EXEC" && e.Index < 0 && e.Status < 500 && e.Status != http.StatusUnauthorized
 	}
 	return false
+}
+
+// argsQuote starts the part of Redis's unknown-command error that quotes the
+// command's first arguments ("ERR unknown command 'X', with args beginning
+// with: 'secret' ").
+const argsQuote = ", with args beginning with:"
+
+// withoutArgs removes quoted arguments from a server error text.
+func withoutArgs(msg string) string {
+	if i := strings.Index(msg, argsQuote); i >= 0 {
+		return msg[:i]
+	}
+	return msg
 }
 
 // IsNoScript reports whether the error is Redis's NOSCRIPT: the script is
