@@ -308,6 +308,15 @@ func TestErrorText(t *testing.T) {
 	if got, want := e.Error(), "upstash: GET: HTTP 502 Bad Gateway"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
+	// Redis quotes the first arguments of an unknown command; Error() must not.
+	msg := "ERR unknown command 'FOO', with args beginning with: '" + secretArg + "' "
+	e = &upstash.Error{Command: "FOO", Index: -1, Status: 400, Code: "ERR", Message: msg}
+	if got, want := e.Error(), "upstash: FOO: ERR unknown command 'FOO'"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
+	if e.Message != msg {
+		t.Errorf("Message changed to %q", e.Message)
+	}
 	if !(&upstash.Error{Code: "NOSCRIPT", Message: "NOSCRIPT No matching script. Please use EVAL."}).IsNoScript() {
 		t.Error("IsNoScript false for NOSCRIPT")
 	}
