@@ -83,6 +83,9 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatalf("upstash.New: %v", err)
 	}
+	if err := e.state().Connect(ctx(t)); err != nil {
+		t.Fatalf("Go State.Connect through %s: %v", e.srv.URL, err)
+	}
 	return e
 }
 

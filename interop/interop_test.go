@@ -432,7 +432,9 @@ func (e *env) testByteLayout(t *testing.T) {
 	c := ctx(t)
 	st := e.state()
 	now := time.Now().UnixMilli()
-	msg := `{"_type":"chat:Message","id":"m","text":"layout <&> é","raw":{"ts":"1.2"},"n":[1,2.5,null]}`
+	// A message as JSON text (json.RawMessage on the Go side), with what
+	// encoding/json would escape in a Go string: Go must store it as is.
+	msg := `{"_type":"chat:Message","id":"m","text":"layout <&> é ` + "\u2028" + `","raw":{"ts":"1.2"},"n":[1,2.5,null]}`
 	enq, exp := now, now+90000
 
 	// k names a key of one side: side is "ts" or "go".
@@ -987,6 +989,7 @@ func (e *env) testDeliberateDifferences(t *testing.T) {
 	}
 
 	rs := e.ts(t,
+		op{"op": "set", "key": "", "value": 1, "label": "set empty key"},
 		op{"op": "get", "key": "diff:raw", "expect": "not json {", "label": "get non-JSON"},
 		op{"op": "getList", "key": "diff:corrupt", "label": "getList corrupt"},
 		op{"op": "acquireLock", "threadId": "diff:ts-zero", "ttlMs": 0, "label": "acquire ttl 0"},
@@ -994,6 +997,9 @@ func (e *env) testDeliberateDifferences(t *testing.T) {
 		op{"op": "extendLock", "lock": "$l", "ttlMs": 0, "expect": true, "label": "extend ttl 0"},
 	)
 	// state-redis: get returns the raw string; getList throws; PX 0 is refused.
+	if r := rs.find(t, "set empty key"); !r.OK {
+		t.Errorf("TS %v, want success", r)
+	}
 	for _, label := range []string{"get non-JSON", "extend ttl 0"} {
 		if r := rs.find(t, label); !r.OK || r.Equal == nil || !*r.Equal {
 			t.Errorf("TS %v, want success equal to the expected value", r)
@@ -1011,6 +1017,16 @@ func (e *env) testDeliberateDifferences(t *testing.T) {
 	if e.exists(t, "chat-sdk:lock:diff:ts-zero") {
 		t.Errorf("state-redis acquireLock(_, 0) created a lock")
 	}
+
+	// state-redis accepts an empty key (chat-sdk:cache:); Go refuses it
+	// before sending anything.
+	if v := e.mustRawGet(t, "chat-sdk:cache:"); v != "1" {
+		t.Errorf("state-redis set(\"\", 1) stored %q at chat-sdk:cache:", v)
+	}
+	if got, err := st.Get(c, ""); !errors.Is(err, upstash.ErrInvalidArgument) {
+		t.Errorf("Go Get(\"\") = %q, %v; want ErrInvalidArgument", got, err)
+	}
+	e.do(t, "DEL", "chat-sdk:cache:")
 
 	// Go: Get of a non-JSON value errors, with the bytes.
 	got, err := st.Get(c, "diff:raw")
