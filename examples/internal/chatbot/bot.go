@@ -224,6 +224,13 @@ func (b *Bot) Handle(ctx context.Context, w Webhook) (out Outcome, err error) {
 		if err != nil {
 			return out, fmt.Errorf("queue entry: %w", err)
 		}
+		// Like the Chat SDK, look at the depth first: a full queue drops its
+		// oldest entry to make room (onQueueFull: drop-oldest). Enqueue
+		// itself does not say whether it trimmed.
+		before, err := st.QueueDepth(p.work, w.ThreadID)
+		if err != nil {
+			return out, fmt.Errorf("queue depth: %w", err)
+		}
 		depth, err := st.Enqueue(p.work, w.ThreadID, entry, b.MaxQueue)
 		if err != nil {
 			return out, fmt.Errorf("enqueue: %w", err)
@@ -231,6 +238,9 @@ func (b *Bot) Handle(ctx context.Context, w Webhook) (out Outcome, err error) {
 		committed = true
 		out.Status, out.Depth = StatusQueued, depth
 		b.emit(p, w, EventQueued, "lock busy: queued for the holder (depth %d)", depth)
+		if b.MaxQueue > 0 && before >= b.MaxQueue {
+			b.emit(p, w, EventQueueFull, "the queue was full (%d): its oldest message was dropped to make room", b.MaxQueue)
+		}
 		// The holder may have taken its last (empty) look at the queue and
 		// released between our AcquireLock and our Enqueue; then nobody would
 		// drain our entry. Try once more: if the lock is free now, drain it
@@ -298,9 +308,10 @@ func (b *Bot) hold(p *plan, lock *upstash.Lock, thread string, own *Webhook) (re
 	st := b.State
 	acquired := time.Now()
 	lost, stop := st.KeepLockAlive(p.work, lock, p.ttl)
+	lockLost := false
 	defer func() {
 		stop()
-		b.release(p, lock, thread, acquired)
+		b.release(p, lock, thread, acquired, lockLost || isClosed(lost))
 	}()
 
 	if own != nil {
@@ -346,6 +357,7 @@ func (b *Bot) hold(p *plan, lock *upstash.Lock, thread string, own *Webhook) (re
 			if err != nil {
 				res.err = fmt.Errorf("extend lock: %w", err)
 			} else {
+				lockLost = true
 				b.emitThread(p, thread, EventLockLost, m.MessageID, "lock lost before handling a queued message: put it back")
 			}
 			return res
@@ -411,11 +423,16 @@ func (b *Bot) handleOne(p *plan, m Webhook, drained bool) (Status, int, error) {
 
 // release gives the lock back on a context that survives the caller's
 // cancellation, bounded by the hard deadline.
-func (b *Bot) release(p *plan, lock *upstash.Lock, thread string, since time.Time) {
+func (b *Bot) release(p *plan, lock *upstash.Lock, thread string, since time.Time, lost bool) {
 	ctx, cancel := p.cleanupCtx()
 	defer cancel()
 	if err := b.State.ReleaseLock(ctx, lock); err != nil {
 		b.emitThread(p, thread, EventError, "", "release failed (%v): the lock expires by its TTL (%v)", err, p.ttl)
+		return
+	}
+	if lost {
+		// ReleaseLock leaves a lock held under another token alone.
+		b.emitThread(p, thread, EventReleased, "", "after %v; the lock had already been lost, so nothing was deleted", time.Since(since).Round(time.Millisecond))
 		return
 	}
 	b.emitThread(p, thread, EventReleased, "", "held %v", time.Since(since).Round(time.Millisecond))

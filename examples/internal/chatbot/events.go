@@ -14,6 +14,7 @@ const (
 	EventSubscribed EventKind = "subscribed" // the thread was subscribed (a mention)
 	EventLocked     EventKind = "locked"     // this invocation took the thread's lock
 	EventQueued     EventKind = "queued"     // the lock was busy: the message went to the queue
+	EventQueueFull  EventKind = "queue-full" // the queue was at MaxQueue: its oldest entry was dropped
 	EventHandled    EventKind = "handled"    // the invocation's own message was handled
 	EventIgnored    EventKind = "ignored"    // recorded in history only (not subscribed, no mention)
 	EventDrained    EventKind = "drained"    // a queued message was handled by the holder
