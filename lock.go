@@ -90,9 +90,11 @@ func msFloor(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
 // SET NX is not safe to resend, so if its reply is lost the outcome is
 // resolved by reading the key back (GET, which is retried and carries the
 // read-your-writes token): our token means we hold the lock; another token
-// or no key means we do not, and (nil, nil) is returned. If that read fails
-// too, the error matches ErrOutcomeUnknown; the lock may then be held under
-// a token nobody knows until ttl passes.
+// or no key means we do not, and (nil, nil) is returned after a best-effort
+// token-checked delete (in case the read came from a lagging replica and
+// our SET did land). If the read fails too, the error matches
+// ErrOutcomeUnknown; the lock may then be held under a token nobody knows
+// until ttl passes.
 func (s *State) AcquireLock(ctx context.Context, threadID string, ttl time.Duration) (*Lock, error) {
 	if err := checkID("thread id", threadID); err != nil {
 		return nil, err
@@ -109,14 +111,7 @@ func (s *State) AcquireLock(ctx context.Context, threadID string, ttl time.Durat
 	lock := &Lock{ThreadID: threadID, Token: token, ExpiresAt: msFloor(before.Add(ttl))}
 	v, err := s.c.Run(ctx, Cmd("SET", rkey, token, "NX", "PX", durationMillis(ttl)))
 	if errors.Is(err, ErrOutcomeUnknown) {
-		got, gerr := s.c.Run(ctx, Cmd("GET", rkey))
-		if gerr != nil {
-			return nil, fmt.Errorf("%w (reading the lock back failed too: %w)", err, gerr)
-		}
-		if b, berr := got.Bytes(); berr == nil && string(b) == token {
-			return lock, nil
-		}
-		return nil, nil
+		return s.resolveAcquire(ctx, lock, err)
 	}
 	if err != nil {
 		return nil, err
@@ -126,6 +121,25 @@ func (s *State) AcquireLock(ctx context.Context, threadID string, ttl time.Durat
 		return nil, err
 	}
 	return lock, nil
+}
+
+// resolveAcquire settles an acquire whose SET NX reply was lost (setErr) by
+// reading the lock back. Our token means the SET landed. Anything else
+// means we do not hold the lock; because a read served by a lagging replica
+// could miss a SET that did land, a token-checked delete (best effort, on
+// the primary like every script) then makes sure no lock is left behind
+// under a token nobody knows.
+func (s *State) resolveAcquire(ctx context.Context, lock *Lock, setErr error) (*Lock, error) {
+	rkey := s.key("lock", lock.ThreadID)
+	got, err := s.c.Run(ctx, Cmd("GET", rkey))
+	if err != nil {
+		return nil, fmt.Errorf("%w (reading the lock back failed too: %w)", setErr, err)
+	}
+	if b, berr := got.Bytes(); berr == nil && string(b) == lock.Token {
+		return lock, nil
+	}
+	_, _ = releaseScript.Run(ctx, s.c, []string{rkey}, lock.Token)
+	return nil, nil
 }
 
 //go:embed release.lua
@@ -237,7 +251,9 @@ func (s *State) heartbeat(ctx context.Context, lock *Lock, ttl time.Duration, lo
 	if !lock.ExpiresAt.IsZero() && lock.ExpiresAt.Before(held) {
 		held = lock.ExpiresAt
 	}
-	timer := time.NewTimer(interval)
+	// The first extend comes early enough for a lock that has less than ttl
+	// left.
+	timer := time.NewTimer(min(interval, max(time.Until(held)/2, time.Millisecond)))
 	defer timer.Stop()
 	for {
 		select {

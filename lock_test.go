@@ -204,3 +204,21 @@ func waitFor(t *testing.T, limit time.Duration, cond func() bool, what string) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+func TestKeepLockAliveShortRemainingTime(t *testing.T) {
+	env := newStateEnv(t)
+	s := env.state
+	// The lock has 200 ms left but the heartbeat's ttl is 3 s: the first
+	// extend must come before the lock lapses, not after ttl/3 = 1 s.
+	lock := mustAcquire(t, s, "t", 200*time.Millisecond)
+	lost, stop := s.KeepLockAlive(testCtx(t), lock, 3*time.Second)
+	defer stop()
+	time.Sleep(500 * time.Millisecond)
+	if closed(lost) {
+		t.Fatal("lost was closed")
+	}
+	if !isHeld(t, s, "t") {
+		t.Fatal("the lock lapsed before the first extend")
+	}
+	wantTTLBetween(t, env.client, "chat-sdk:lock:t", 2*time.Second, 3*time.Second)
+}

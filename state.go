@@ -687,7 +687,7 @@ func walkUTF8(v reflect.Value, path string, depth int) string {
 	if t.Implements(jsonMarshalerType) || reflect.PointerTo(t).Implements(jsonMarshalerType) && v.CanAddr() {
 		return ""
 	}
-	if t.Implements(textMarshalerType) && t.Kind() != reflect.String {
+	if t.Implements(textMarshalerType) {
 		if (t.Kind() == reflect.Pointer || t.Kind() == reflect.Interface) && v.IsNil() || !v.CanInterface() {
 			return ""
 		}

@@ -597,6 +597,9 @@ func TestAcquireLockLostReply(t *testing.T) {
 	if err != nil || other != nil {
 		t.Fatalf("AcquireLock of a held lock after a lost reply = %v, %v; want nil, nil", other, err)
 	}
+	if got := rawString(t, env.client, "GET", "chat-sdk:lock:t"); got != lock.Token {
+		t.Errorf("after a failed acquire with a lost reply the lock holds %q, want the holder's %q", got, lock.Token)
+	}
 	// The reply is lost and the read-back fails as well: the outcome is unknown.
 	env.srv.DropResponseNext(1)
 	env.srv.FailNext(10, http.StatusServiceUnavailable)
