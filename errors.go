@@ -59,8 +59,8 @@ type Error struct {
 	// Code is the leading upper-case word of the Redis error text ("ERR",
 	// "WRONGTYPE", "NOSCRIPT", "NOPERM", "WRONGPASS"), or "" if there is none.
 	Code string
-	// Message is the error text as the server sent it. It may quote
-	// arguments (Redis's unknown-command error does); Error leaves those out.
+	// Message is the error text as the server sent it, except that the
+	// arguments Redis quotes in its unknown-command error are cut off.
 	Message string
 }
 
@@ -119,7 +119,7 @@ func (e *Error) IsNoScript() bool {
 
 // newError builds an *Error from a Redis error text.
 func newError(command string, index, status int, message string) *Error {
-	return &Error{Command: command, Index: index, Status: status, Code: errorCode(message), Message: message}
+	return &Error{Command: command, Index: index, Status: status, Code: errorCode(message), Message: withoutArgs(message)}
 }
 
 // errorCode returns the leading all-caps word of a Redis error text.
