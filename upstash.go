@@ -230,6 +230,17 @@ func detectPlatform() string {
 	return "unknown"
 }
 
+// Format prints the client as upstash.Client{URL: "..."} for every verb, so
+// that printing or logging a client never shows the token held in its
+// request headers.
+func (c *Client) Format(f fmt.State, verb rune) {
+	if c == nil {
+		fmt.Fprint(f, "<nil>")
+		return
+	}
+	fmt.Fprintf(f, "upstash.Client{URL: %q}", c.baseURL)
+}
+
 // SyncToken returns the read-your-writes token of the latest successful
 // response, or "" if there has been none.
 func (c *Client) SyncToken() string {
