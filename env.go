@@ -3,6 +3,7 @@ package upstash
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/url"
 	"os"
@@ -47,6 +48,14 @@ func (c Config) String() string {
 
 // GoString is like String, so %#v does not print the token either.
 func (c Config) GoString() string { return c.String() }
+
+// Format prints String for every verb (%d or %x included), so no format
+// string can print the token.
+func (c Config) Format(f fmt.State, verb rune) { fmt.Fprint(f, c.String()) }
+
+// LogValue makes log/slog log String, also with a JSON handler (which would
+// otherwise marshal the Token field).
+func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 
 // validate checks the configuration and returns the normalized base URL.
 func (c Config) validate() (string, error) {
