@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"math"
 	"net"
 	"net/http"
@@ -314,8 +315,13 @@ func TestErrorText(t *testing.T) {
 	if got, want := e.Error(), "upstash: FOO: ERR unknown command 'FOO'"; got != want {
 		t.Errorf("Error() = %q, want %q", got, want)
 	}
-	if e.Message != msg {
-		t.Errorf("Message changed to %q", e.Message)
+	// Errors the client builds do not even keep them in Message, so %#v or
+	// a JSON log of the struct shows none either.
+	c, mt, rec := newMock(t)
+	on(mt, "", rec.reply(400, `{"error":"`+msg+`"}`))
+	_, err := c.Do(ctxT(t), "FOO", secretArg)
+	if e := asError(t, err); e.Message != "ERR unknown command 'FOO'" || e.Code != "ERR" {
+		t.Errorf("error %+v", *e)
 	}
 	if !(&upstash.Error{Code: "NOSCRIPT", Message: "NOSCRIPT No matching script. Please use EVAL."}).IsNoScript() {
 		t.Error("IsNoScript false for NOSCRIPT")
@@ -2010,4 +2016,137 @@ func TestSlowServerDeadline(t *testing.T) {
 			t.Errorf("%s: %d requests, want 1 (the deadline leaves no room for a retry)", tc.cmd, n)
 		}
 	}
+}
+
+// ---- redaction ----
+
+// TestTokenNeverLeaks triggers every kind of failure with a distinctive token
+// and argument and checks that neither appears in any error text, log line
+// or printed configuration.
+func TestTokenNeverLeaks(t *testing.T) {
+	var logs bytes.Buffer
+	var logMu sync.Mutex
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	jsonLogger := slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var texts []string
+	collect := func(err error) {
+		if err != nil {
+			texts = append(texts, err.Error(), fmt.Sprintf("%+v", err), fmt.Sprintf("%#v", err))
+			logger.Error("call failed", "err", err)
+			jsonLogger.Error("call failed", "err", err)
+		}
+	}
+	ctx := ctxT(t)
+
+	// HTTP-level failures, with retries on so the retry log lines appear.
+	steps := []step{
+		{status: 401, body: `{"error":"WRONGPASS invalid or missing auth token"}`},
+		{status: 401, body: "Unauthorized"},
+		{status: 400, body: `{"error":"ERR unknown command 'X', with args beginning with: '` + secretArg + `'"}`},
+		{status: 400, body: "<html>bad request</html>"},
+		{status: 413, body: ""},
+		html503,
+		json500,
+		{fault: refuse},
+		{fault: resetAfterWrite},
+		{fault: opaqueError},
+		{status: 200, body: `{"result":`},
+		{status: 200, body: `{}`},
+		{status: 200, body: `[1,2]`},
+		{status: 200, body: `{"error":"ERR wrong number of arguments"}`},
+	}
+	for _, s := range steps {
+		ft := &faultTransport{steps: []step{s}}
+		c, err := upstash.New(upstash.Config{URL: mockURL, Token: secretToken}, upstash.WithTransport(ft), upstash.WithRetry(fastRetry), upstash.WithLogger(logger))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Do(ctx, "GET", secretArg)
+		collect(err)
+		_, err = c.Do(ctx, "SET", secretArg, secretArg)
+		collect(err)
+		_, err = c.Pipeline(ctx, upstash.Cmd("GET", secretArg), upstash.Cmd("INCR", secretArg))
+		collect(err)
+		_, err = c.Transaction(ctx, upstash.Cmd("GET", secretArg))
+		collect(err)
+		_, err = upstash.NewScript("return 1").Run(ctx, c, []string{secretArg}, secretArg)
+		collect(err)
+	}
+	// Network failures against a real server.
+	s := newNetServer(t)
+	c := netClient(t, s, fastRetry, nil)
+	s.setReset(1)
+	_, err := c.Incr(ctx, secretArg)
+	collect(err)
+	s.Close()
+	_, err = c.Get(ctx, secretArg)
+	collect(err)
+	// Local refusals.
+	cl, _, _ := newMock(t, upstash.WithLogger(logger), upstash.WithLimits(upstash.Limits{MaxRequestBytes: 10, MaxKeyBytes: 5}))
+	for _, args := range [][]any{
+		{secretArg, "v"},
+		{"k", secretArg},
+		{"k", "\xff" + secretArg},
+		{"k", map[string]string{secretArg: secretArg}},
+		{"k", math.NaN()},
+	} {
+		_, err := cl.Do(ctx, "SET", args...)
+		collect(err)
+	}
+	// Bad configurations.
+	for _, cfg := range []upstash.Config{
+		{URL: "https://db.upstash.io", Token: secretToken + " "},
+		{URL: "https://db.upstash.io", Token: "'" + secretToken + "'"},
+		{URL: "https://db.upstash.io?token=" + secretToken, Token: secretToken},
+		{URL: "https://x:" + secretToken + "@db.upstash.io", Token: secretToken},
+		{URL: "http://db.upstash.io", Token: secretToken},
+		{URL: "rediss://default:" + secretToken + "@db.upstash.io:6379", Token: secretToken},
+		{URL: "https://db.upstash.io/\n" + secretToken, Token: "\n" + secretToken},
+	} {
+		_, err := upstash.New(cfg)
+		collect(err)
+	}
+	_, err = upstash.ConfigFromEnv(upstash.FromMap(map[string]string{
+		upstash.EnvURL:   "redis://:" + secretToken + "@x:6379",
+		upstash.EnvToken: "\"" + secretToken + "\"",
+	}))
+	collect(err)
+
+	// Printed configuration and client.
+	cfg := upstash.Config{URL: "https://db.upstash.io", Token: secretToken}
+	client, err := upstash.New(cfg, upstash.WithLogger(logger))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%d", "%T"} {
+		texts = append(texts, fmt.Sprintf(verb, cfg), fmt.Sprintf(verb, &cfg), fmt.Sprintf(verb, client))
+	}
+	logger.Info("config", "cfg", cfg, "client", client)
+	jsonLogger.Info("config", "cfg", cfg)
+
+	logMu.Lock()
+	texts = append(texts, logs.String())
+	logMu.Unlock()
+	if !strings.Contains(logs.String(), "upstash: retrying") {
+		t.Error("the debug log has no retry lines; the test does not cover them")
+	}
+	for _, txt := range texts {
+		if strings.Contains(txt, secretToken) {
+			t.Errorf("the token leaked: %s", txt)
+		}
+		if strings.Contains(txt, secretArg) {
+			t.Errorf("an argument value leaked: %s", txt)
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
