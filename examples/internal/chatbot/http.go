@@ -40,9 +40,9 @@ type errorBody struct {
 }
 
 // Respond turns Handle's result into an HTTP status and a JSON body:
-// 200 handled, ignored or duplicate; 202 queued; 400 a bad webhook; 502 the
-// state store failed or refused the token; 503 too close to the deadline;
-// 504 the budget ran out. Error texts never contain the token (the client
+// 200 handled, ignored or duplicate; 202 queued; 400 a bad webhook; 500 no
+// configuration; 502 the state store failed or refused the token; 503 too
+// close to the deadline or cancelled; 504 the budget ran out. Error texts never contain the token (the client
 // never puts it in an error).
 func Respond(out Outcome, err error) (int, []byte) {
 	if err == nil {
@@ -65,6 +65,8 @@ func Respond(out Outcome, err error) (int, []byte) {
 		status, msg = http.StatusServiceUnavailable, "too close to the function's deadline"
 	case errors.Is(err, context.DeadlineExceeded):
 		status, msg = http.StatusGatewayTimeout, "the time budget ran out"
+	case errors.Is(err, context.Canceled):
+		status, msg = http.StatusServiceUnavailable, "the request was cancelled before the work finished"
 	case errors.Is(err, upstash.ErrOutcomeUnknown):
 		msg = "the state store did not answer; the last write may or may not have been applied"
 	}
