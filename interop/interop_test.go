@@ -459,6 +459,12 @@ func (e *env) testByteLayout(t *testing.T) {
 		op{"op": "enqueue", "threadId": k("ts", "q-floor"), "entry": entryArg(`"soon"`, now, now+10000), "maxSize": 10, "expect": 1},
 		op{"op": "subscribe", "threadId": k("ts", "thread")},
 		op{"op": "acquireLock", "threadId": k("ts", "lock"), "ttlMs": 30000, "label": "lock"},
+		// Ids are arbitrary platform strings: colons, spaces, any Unicode.
+		op{"op": "set", "key": k("ts", uniName), "value": "u"},
+		op{"op": "subscribe", "threadId": k("ts", uniName)},
+		op{"op": "acquireLock", "threadId": k("ts", uniName), "ttlMs": 30000},
+		op{"op": "enqueue", "threadId": k("ts", uniName), "entry": entryArg(`"u"`, enq, exp), "maxSize": 1, "expect": 1},
+		op{"op": "appendToList", "key": k("ts", uniName), "value": "u"},
 	)
 	rs := e.ts(t, ops...)
 	rs.checkAll(t)
@@ -500,6 +506,15 @@ func (e *env) testByteLayout(t *testing.T) {
 	if err != nil || gl == nil {
 		t.Fatalf("Go AcquireLock = %+v, %v", gl, err)
 	}
+	must(st.Set(c, k("go", uniName), "u", 0))
+	must(st.Subscribe(c, k("go", uniName)))
+	if l, err := st.AcquireLock(c, k("go", uniName), 30*time.Second); err != nil || l == nil {
+		t.Errorf("Go AcquireLock(%q) = %+v, %v", k("go", uniName), l, err)
+	}
+	if n, err := st.Enqueue(c, k("go", uniName), goEntry(`"u"`, enq, exp), 1); err != nil || n != 1 {
+		t.Errorf("Go Enqueue = %d, %v", n, err)
+	}
+	must(st.AppendToList(c, k("go", uniName), "u", upstash.ListOptions{}))
 
 	// Same keys on both sides.
 	tsKeys := e.keys(t, "*layout:ts:*")
@@ -568,8 +583,17 @@ func (e *env) testByteLayout(t *testing.T) {
 
 	// Subscriptions: members of one SET.
 	for _, side := range []string{"ts", "go"} {
-		if n := e.do(t, "SISMEMBER", "chat-sdk:subscriptions", k(side, "thread")); n != int64(1) {
-			t.Errorf("SISMEMBER chat-sdk:subscriptions %s = %v, want 1", k(side, "thread"), n)
+		for _, id := range []string{k(side, "thread"), k(side, uniName)} {
+			if n := e.do(t, "SISMEMBER", "chat-sdk:subscriptions", id); n != int64(1) {
+				t.Errorf("SISMEMBER chat-sdk:subscriptions %q = %v, want 1", id, n)
+			}
+		}
+	}
+	for _, kind := range []string{"cache", "list", "queue"} {
+		tsRaw := fmt.Sprintf("%q", e.lrangeOrGet(t, "chat-sdk:"+kind+":"+k("ts", uniName)))
+		goRaw := fmt.Sprintf("%q", e.lrangeOrGet(t, "chat-sdk:"+kind+":"+k("go", uniName)))
+		if tsRaw != goRaw {
+			t.Errorf("%s %q: TS stored %s, Go %s", kind, uniName, tsRaw, goRaw)
 		}
 	}
 	if typ := e.typeOf(t, "chat-sdk:subscriptions"); typ != "set" {
@@ -606,6 +630,18 @@ func (e *env) testByteLayout(t *testing.T) {
 		}
 	}
 	must(st.ReleaseLock(c, gl))
+}
+
+// uniName is a key and thread id with what platform ids may contain.
+const uniName = "ключ:😀 x/y#1"
+
+// lrangeOrGet reads a list's items or a string's bytes.
+func (e *env) lrangeOrGet(t *testing.T, key string) []string {
+	t.Helper()
+	if e.typeOf(t, key) == "list" {
+		return e.lrange(t, key)
+	}
+	return []string{e.mustRawGet(t, key)}
 }
 
 // jsonShape describes a JSON object's keys in order with their JSON types.
@@ -780,6 +816,11 @@ func (e *env) testLocks(t *testing.T) {
 	}
 }
 
+// deepLevels is how deeply the deep queued message nests: real payloads
+// never come close, but a queue entry one side can dequeue must not block
+// the other side's consumer.
+const deepLevels = 1000
+
 // testQueues: a queue filled by one side is drained in order by the other,
 // with maxSize trimming; mixed producers keep arrival order.
 func (e *env) testQueues(t *testing.T) {
@@ -789,6 +830,7 @@ func (e *env) testQueues(t *testing.T) {
 	seq := func(i int) string { return fmt.Sprintf(`{"seq":%d,"text":"m%d"}`, i, i) }
 	enq := func(i int) int64 { return now + int64(i) }
 	exp := func(i int) int64 { return now + 90000 + int64(i) }
+	deep := strings.Repeat("[", deepLevels) + "1" + strings.Repeat("]", deepLevels)
 
 	// 1. TS fills q:ts2go (5 entries, maxSize 3), q:ts-expired (an expired
 	// entry, then a live one) and starts q:mixed.
@@ -799,10 +841,23 @@ func (e *env) testQueues(t *testing.T) {
 	ops = append(ops,
 		op{"op": "enqueue", "threadId": "q:ts-expired", "entry": entryArg(`"stale"`, now-91000, now-1000), "maxSize": 10, "expect": 1},
 		op{"op": "enqueue", "threadId": "q:ts-expired", "entry": entryArg(`"live"`, now, now+90000), "maxSize": 10, "expect": 2},
-		op{"op": "enqueue", "threadId": "q:mixed", "entry": entryArg(seq(1), enq(1), exp(1)), "maxSize": 10, "expect": 1},
-		op{"op": "enqueue", "threadId": "q:mixed", "entry": entryArg(seq(2), enq(2), exp(2)), "maxSize": 10, "expect": 2},
+		// maxSize 0: no trimming, on both sides.
+		op{"op": "enqueue", "threadId": "q:mixed", "entry": entryArg(seq(1), enq(1), exp(1)), "maxSize": 0, "expect": 1},
+		op{"op": "enqueue", "threadId": "q:mixed", "entry": entryArg(seq(2), enq(2), exp(2)), "maxSize": 0, "expect": 2},
+		op{"op": "enqueue", "threadId": "q:ts-deep", "entry": entryArg(deep, now, now+90000), "maxSize": 10, "expect": 1},
+		op{"op": "enqueue", "threadId": "q:ts-deep", "entry": entryArg(`"after"`, now, now+90000), "maxSize": 10, "expect": 2},
 	)
 	e.ts(t, ops...).checkAll(t)
+
+	// A message nested 1000 deep (JSON.parse and encoding/json take it):
+	// what state-redis can dequeue, Go must dequeue too.
+	if got, err := st.Dequeue(c, "q:ts-deep"); err != nil {
+		t.Errorf("Go Dequeue of a TS entry whose message is nested %d deep: %v (state-redis dequeues it; the queue is now blocked)", deepLevels, err)
+		e.do(t, "DEL", "chat-sdk:queue:q:ts-deep")
+	} else {
+		checkEntry(t, "q:ts-deep deep entry", got, deep, now, now+90000)
+		checkEntry(t, "q:ts-deep entry after it", mustDequeue(t, st, "q:ts-deep"), `"after"`, now, now+90000)
+	}
 
 	// Go drains q:ts2go: the newest 3, oldest first.
 	if n, err := st.QueueDepth(c, "q:ts2go"); err != nil || n != 3 {
@@ -835,7 +890,7 @@ func (e *env) testQueues(t *testing.T) {
 		}
 	}
 	for i := 3; i <= 4; i++ {
-		if n, err := st.Enqueue(c, "q:mixed", goEntry(seq(i), enq(i), exp(i)), 10); err != nil || n != i {
+		if n, err := st.Enqueue(c, "q:mixed", goEntry(seq(i), enq(i), exp(i)), 0); err != nil || n != i {
 			t.Errorf("Go Enqueue(q:mixed) = %d, %v; want %d", n, err, i)
 		}
 	}
@@ -858,7 +913,7 @@ func (e *env) testQueues(t *testing.T) {
 	}
 	ops = append(ops, op{"op": "queueDepth", "threadId": "q:mixed", "expect": 0})
 	e.ts(t, ops...).checkAll(t)
-	for _, q := range []string{"q:ts2go", "q:ts-expired", "q:go2ts", "q:go-expired", "q:mixed"} {
+	for _, q := range []string{"q:ts2go", "q:ts-expired", "q:go2ts", "q:go-expired", "q:mixed", "q:ts-deep"} {
 		if e.exists(t, "chat-sdk:queue:"+q) {
 			t.Errorf("drained queue %s still exists", q)
 		}
@@ -981,6 +1036,7 @@ func (e *env) testKeyPrefix(t *testing.T) {
 func (e *env) testDeliberateDifferences(t *testing.T) {
 	c := ctx(t)
 	st := e.state()
+	now := time.Now().UnixMilli()
 	e.do(t, "SET", "chat-sdk:cache:diff:raw", "not json {")
 	e.do(t, "RPUSH", "chat-sdk:list:diff:corrupt", `{"ok":1}`, "not json")
 	gl, err := st.AcquireLock(c, "diff:go-lock", 30*time.Second)
@@ -995,17 +1051,26 @@ func (e *env) testDeliberateDifferences(t *testing.T) {
 		op{"op": "acquireLock", "threadId": "diff:ts-zero", "ttlMs": 0, "label": "acquire ttl 0"},
 		op{"op": "acquireLock", "threadId": "diff:ts-lock", "ttlMs": 30000, "save": "l"},
 		op{"op": "extendLock", "lock": "$l", "ttlMs": 0, "expect": true, "label": "extend ttl 0"},
+		op{"op": "set", "key": "diff:neg-ttl", "value": 1, "ttlMs": -5, "label": "set negative ttl"},
+		op{"op": "appendToList", "key": "diff:neg-list", "value": 1, "options": map[string]any{"maxLength": -1}, "label": "append negative maxLength"},
+		op{"op": "appendToList", "key": "diff:neg-list", "value": 2, "options": map[string]any{"maxLength": -1}, "label": "append negative maxLength 2"},
+		op{"op": "enqueue", "threadId": "diff:neg-queue", "entry": entryArg(`"a"`, now, now+90000), "maxSize": -1, "expect": 1, "label": "enqueue negative maxSize"},
 	)
 	// state-redis: get returns the raw string; getList throws; PX 0 is refused.
-	if r := rs.find(t, "set empty key"); !r.OK {
-		t.Errorf("TS %v, want success", r)
+	for _, label := range []string{"set empty key", "append negative maxLength", "append negative maxLength 2"} {
+		if r := rs.find(t, label); !r.OK {
+			t.Errorf("TS %v, want success", r)
+		}
 	}
-	for _, label := range []string{"get non-JSON", "extend ttl 0"} {
+	if got := e.lrange(t, "chat-sdk:list:diff:neg-list"); len(got) != 2 {
+		t.Errorf("state-redis appendToList with maxLength -1 left %q, want 2 items (no trimming)", got)
+	}
+	for _, label := range []string{"get non-JSON", "extend ttl 0", "enqueue negative maxSize"} {
 		if r := rs.find(t, label); !r.OK || r.Equal == nil || !*r.Equal {
 			t.Errorf("TS %v, want success equal to the expected value", r)
 		}
 	}
-	for _, label := range []string{"getList corrupt", "acquire ttl 0"} {
+	for _, label := range []string{"getList corrupt", "acquire ttl 0", "set negative ttl"} {
 		if r := rs.find(t, label); r.OK {
 			t.Errorf("TS %v, want an error", r)
 		}
@@ -1049,6 +1114,20 @@ func (e *env) testDeliberateDifferences(t *testing.T) {
 		if ok, err := st.ExtendLock(c, gl, ttl); err == nil || ok {
 			t.Errorf("Go ExtendLock(ttl %v) = %v, %v; want an error", ttl, ok, err)
 		}
+	}
+	// Go: negative TTL, maxLength and maxSize are refused before sending
+	// (state-redis: Redis error, no trim, no trim).
+	if err := st.Set(c, "diff:go-neg", 1, -5*time.Millisecond); !errors.Is(err, upstash.ErrInvalidArgument) {
+		t.Errorf("Go Set(ttl -5ms) = %v, want ErrInvalidArgument", err)
+	}
+	if err := st.AppendToList(c, "diff:go-neg", 1, upstash.ListOptions{MaxLength: -1}); !errors.Is(err, upstash.ErrInvalidArgument) {
+		t.Errorf("Go AppendToList(MaxLength -1) = %v, want ErrInvalidArgument", err)
+	}
+	if n, err := st.Enqueue(c, "diff:go-neg", goEntry(`"a"`, now, now+90000), -1); !errors.Is(err, upstash.ErrInvalidArgument) {
+		t.Errorf("Go Enqueue(maxSize -1) = %d, %v, want ErrInvalidArgument", n, err)
+	}
+	if keys := e.keys(t, "*diff:go-neg*"); len(keys) != 0 {
+		t.Errorf("refused Go calls wrote %q", keys)
 	}
 	if e.exists(t, "chat-sdk:lock:diff:go-zero") {
 		t.Errorf("Go AcquireLock with ttl <= 0 created a lock")
