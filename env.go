@@ -106,9 +106,10 @@ type envVars struct {
 // ConfigFromEnv reads the REST URL from UPSTASH_REDIS_REST_URL, falling back
 // to KV_REST_API_URL, and the token from UPSTASH_REDIS_REST_TOKEN, falling
 // back to KV_REST_API_TOKEN (or, with ReadOnly, from
-// KV_REST_API_READ_ONLY_TOKEN). An empty variable counts as unset. Every
-// problem is reported at once, naming the variables looked at but never
-// their values.
+// KV_REST_API_READ_ONLY_TOKEN). Leading and trailing whitespace is trimmed,
+// and an empty or blank variable counts as unset; whitespace or quotes
+// inside a value are refused. Every problem is reported at once, naming the
+// variables looked at but never their values.
 func ConfigFromEnv(opts ...EnvOption) (Config, error) {
 	var s envSettings
 	for _, o := range opts {
@@ -121,6 +122,11 @@ func ConfigFromEnv(opts ...EnvOption) (Config, error) {
 	var v envVars
 	if err := env.ParseWithOptions(&v, env.Options{Environment: environ, Prefix: s.prefix}); err != nil {
 		return Config{}, fmt.Errorf("%w: %w", ErrConfig, err)
+	}
+	// Values pasted into a dashboard or piped into `vercel env add` often
+	// end with a newline: trim, so that a blank variable counts as unset.
+	for _, f := range []*string{&v.URL, &v.Token, &v.VercelURL, &v.VercelToken, &v.VercelROToken} {
+		*f = strings.TrimSpace(*f)
 	}
 	p := s.prefix
 	var errs []error
