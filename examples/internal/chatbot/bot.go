@@ -158,7 +158,11 @@ func (b *Bot) newPlan(ctx context.Context) (*plan, error) {
 
 // ceil100ms rounds d up to a multiple of 100 ms (so "ttl 11s" reads well).
 func ceil100ms(d time.Duration) time.Duration {
-	return d.Truncate(100*time.Millisecond) + 100*time.Millisecond
+	const step = 100 * time.Millisecond
+	if d%step == 0 {
+		return d
+	}
+	return d.Truncate(step) + step
 }
 
 // cleanupCtx is a context for work that must happen even when the work

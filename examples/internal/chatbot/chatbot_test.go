@@ -1,0 +1,93 @@
+package chatbot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatstate/upstash"
+)
+
+func TestParseWebhook(t *testing.T) {
+	ok := `{"platform":"slack","messageId":"m1","threadId":"slack:C1:t1","user":"U1","text":"@Bot hi","extra":1}`
+	w, err := ParseWebhook([]byte(ok))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if w.MessageID != "m1" || !w.Mentions("@bot") || w.Mentions("") {
+		t.Errorf("got %+v", w)
+	}
+	for _, bad := range []string{
+		``, `[]`, `{"platform":"slack"}`, `{"platform":" ","messageId":"m","threadId":"t"}`,
+		`{"platform":"slack","messageId":"m","threadId":"t"}{}`,
+		`{"platform":"slack","messageId":"` + strings.Repeat("x", maxIDBytes+1) + `","threadId":"t"}`,
+	} {
+		if _, err := ParseWebhook([]byte(bad)); !errors.Is(err, ErrBadWebhook) {
+			t.Errorf("%.60q: err %v, want ErrBadWebhook", bad, err)
+		}
+	}
+}
+
+func TestRespond(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		out  Outcome
+		want int
+		text string
+	}{
+		{nil, Outcome{Status: StatusHandled}, 200, `"handled"`},
+		{nil, Outcome{Status: StatusQueued, Depth: 2}, 202, `"queueDepth":2`},
+		{nil, Outcome{Status: StatusDuplicate}, 200, `"duplicate"`},
+		{fmt.Errorf("dedupe: %w", upstash.ErrUnauthorized), Outcome{}, 502, "unauthorized"},
+		{fmt.Errorf("x: %w", upstash.ErrConfig), Outcome{}, 500, "not configured"},
+		{fmt.Errorf("x: %w", ErrNoTime), Outcome{}, 503, "deadline"},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), Outcome{}, 504, "budget"},
+		{fmt.Errorf("x: %w", upstash.ErrOutcomeUnknown), Outcome{}, 502, "may or may not"},
+		{fmt.Errorf("%w: missing threadId", ErrBadWebhook), Outcome{}, http.StatusBadRequest, "threadId"},
+	} {
+		code, body := Respond(tc.out, tc.err)
+		if code != tc.want || !strings.Contains(string(body), tc.text) {
+			t.Errorf("Respond(%v): %d %s, want %d containing %q", tc.err, code, body, tc.want, tc.text)
+		}
+	}
+}
+
+func TestPlanFromDeadline(t *testing.T) {
+	b := New(nil)
+	for _, tc := range []struct {
+		left    time.Duration // 0: no deadline
+		wantTTL time.Duration
+	}{
+		{0, 26 * time.Second},                // DefaultBudget 25 s + 1 s skew
+		{10 * time.Second, 11 * time.Second}, // a 10 s Lambda
+		{15 * time.Minute, 30 * time.Second}, // capped at the Chat SDK's 30 s
+		{2 * time.Second, 3 * time.Second},
+	} {
+		ctx := context.Background()
+		if tc.left > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, tc.left)
+			defer cancel()
+		}
+		p, err := b.newPlan(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.ttl != tc.wantTTL {
+			t.Errorf("%v left: ttl %v, want %v", tc.left, p.ttl, tc.wantTTL)
+		}
+		if reserve := time.Until(p.hard) - p.timeLeft(); reserve < 400*time.Millisecond || reserve > time.Second+time.Millisecond {
+			t.Errorf("%v left: release reserve %v", tc.left, reserve)
+		}
+		p.cancel()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	if _, err := b.newPlan(ctx); !errors.Is(err, ErrNoTime) {
+		t.Errorf("200 ms left: err %v, want ErrNoTime", err)
+	}
+}
