@@ -499,3 +499,32 @@ func TestQueueOverflowDropsOldest(t *testing.T) {
 		}
 	}
 }
+
+// TestLocalBurstOnADatabase takes the runner's "real Upstash" path (the
+// variables set): each run uses a key prefix of its own, so a second run is
+// not deduped by the first, and deletes its keys at the end.
+func TestLocalBurstOnADatabase(t *testing.T) {
+	srv := upstashtest.NewServer(t)
+	env := map[string]string{upstash.EnvVercelURL: srv.URL, upstash.EnvVercelToken: srv.Token}
+	for run := 1; run <= 2; run++ {
+		var out bytes.Buffer
+		rep, err := runLocal(context.Background(), &out, env)
+		if err != nil {
+			t.Fatalf("run %d: %v\n%s", run, err, out.String())
+		}
+		if rep.Backend != "upstash" || !strings.Contains(out.String(), "with key prefix chat-sdk-example-") {
+			t.Fatalf("run %d did not take the database path:\n%s", run, out.String())
+		}
+		keys, err := srv.Do("KEYS", "*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if left := keys.([]interface{}); len(left) != 0 {
+			var names []string
+			for _, k := range left {
+				names = append(names, string(k.([]byte)))
+			}
+			t.Errorf("run %d left keys behind: %v", run, names)
+		}
+	}
+}
