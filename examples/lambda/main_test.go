@@ -528,3 +528,52 @@ func TestLocalBurstOnADatabase(t *testing.T) {
 		}
 	}
 }
+
+// TestOutOfTimeLeavesQueueForNextHolder: a holder whose deadline comes
+// before the queue is empty stops draining in time, releases, says what it
+// left, and the next invocation on the thread drains the rest.
+func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
+	srv := upstashtest.NewServer(t)
+	a := newTestApp(t, srv, srv.Token)
+	const thread = "slack:C1:late-drain"
+	release := make(chan struct{})
+	a.bot.OnMessage = func(ctx context.Context, m chatbot.Message) {
+		switch {
+		case m.MessageID == "m0":
+			<-release
+		case m.Drained:
+			time.Sleep(400 * time.Millisecond)
+		}
+	}
+	done := make(chan events.LambdaFunctionURLResponse)
+	start := time.Now()
+	go func() { done <- invoke(t, a, hookFor(thread, "m0", "@bot hi"), 2*time.Second) }()
+	waitExists(t, srv, "chat-sdk:lock:"+thread)
+	for _, id := range []string{"m1", "m2", "m3", "m4"} {
+		if r := invoke(t, a, hookFor(thread, id, "more"), 10*time.Second); r.StatusCode != 202 {
+			t.Fatalf("%s: %d %s", id, r.StatusCode, r.Body)
+		}
+	}
+	close(release)
+	r := <-done
+	if took := time.Since(start); took > 2*time.Second {
+		t.Errorf("the holder returned after %v, past its 2 s deadline", took)
+	}
+	o := outcome(t, r)
+	if r.StatusCode != 200 || o.Left == 0 || len(o.Handled)+o.Left != 5 {
+		t.Fatalf("holder: %d %s, want 200 with some messages left queued", r.StatusCode, r.Body)
+	}
+	if exists(t, srv, "chat-sdk:lock:"+thread) {
+		t.Fatal("the holder did not release")
+	}
+	// The next message on the thread takes the lock and drains the rest.
+	if r := invoke(t, a, hookFor(thread, "m5", "later"), 10*time.Second); r.StatusCode != 200 {
+		t.Fatalf("m5: %d %s", r.StatusCode, r.Body)
+	}
+	h := history(t, srv, thread)
+	for i := 0; i <= 5; i++ {
+		if id := fmt.Sprintf("m%d", i); h[id] != 1 {
+			t.Errorf("%s: %d times in history, want 1", id, h[id])
+		}
+	}
+}

@@ -272,15 +272,26 @@ func (b *Bot) Handle(ctx context.Context, w Webhook) (out Outcome, err error) {
 		}
 		own = nil
 		if res.err != nil {
-			return out, res.err
+			if !committed {
+				return out, res.err
+			}
+			// Our own message is handled (or queued); the failure concerns
+			// the queue of others. The platform's retry would be deduped, so
+			// answer for our message and log the rest.
+			b.emit(p, w, EventError, "draining stopped: %v", res.err)
+			break
 		}
-		depth, err := st.QueueDepth(p.work, w.ThreadID)
+		// On a context of its own: when the work context is over, we still
+		// want to say what is left.
+		cctx, cancel := p.cleanupCtx()
+		depth, err := st.QueueDepth(cctx, w.ThreadID)
+		cancel()
 		if err != nil || depth == 0 {
 			break
 		}
 		if p.timeLeft() < b.MinDrainTime {
 			out.Left = depth
-			b.emit(p, w, EventLeft, "%d queued after release; no time left to drain them", depth)
+			b.emitThread(p, w.ThreadID, EventLeft, "", "out of time: %d left queued for the next holder (or until they expire)", depth)
 			break
 		}
 		if lock, err = st.AcquireLock(p.work, w.ThreadID, p.ttl); err != nil || lock == nil {
@@ -333,10 +344,7 @@ func (b *Bot) hold(p *plan, lock *upstash.Lock, thread string, own *Webhook) (re
 			return res
 		}
 		if p.timeLeft() < b.MinDrainTime {
-			if depth, err := st.QueueDepth(p.work, thread); err == nil && depth > 0 {
-				b.emitThread(p, thread, EventLeft, "", "budget spent: leaving %d queued", depth)
-			}
-			return res
+			return res // Handle reports what is left, after the release
 		}
 		entry, err := st.Dequeue(p.work, thread)
 		if err != nil {
