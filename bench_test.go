@@ -1,0 +1,111 @@
+package upstash_test
+
+// Benchmarks: go test -bench . -benchmem -run '^$'
+//
+// The Memory benchmarks isolate the client's own work (encoding, the retry
+// loop, resty, decoding) with a RoundTripper that answers from memory; the
+// Server benchmarks add HTTP over loopback and upstashtest for end-to-end
+// figures.
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/upstashtest"
+)
+
+// memoryTransport answers from memory with a canned body per path.
+type memoryTransport map[string]string
+
+func (m memoryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+		req.Body.Close()
+	}
+	return &http.Response{
+		StatusCode: 200,
+		Header:     http.Header{"Content-Type": {"application/json"}, "Upstash-Sync-Token": {"tok-1"}},
+		Body:       io.NopCloser(strings.NewReader(m[req.URL.Path])), Request: req,
+	}, nil
+}
+
+var benchScript = upstash.NewScript("return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])")
+
+func pipelineOf10() []upstash.Command {
+	cmds := make([]upstash.Command, 0, 10)
+	for i := 0; i < 5; i++ {
+		cmds = append(cmds, upstash.Cmd("SET", "chat-sdk:cache:key", `{"text":"hello world","n":1}`, "PX", 60000))
+		cmds = append(cmds, upstash.Cmd("GET", "chat-sdk:cache:key"))
+	}
+	return cmds
+}
+
+func benchCommands(b *testing.B, c *upstash.Client) {
+	ctx := context.Background()
+	b.Run("Do", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			v, err := c.Do(ctx, "GET", "chat-sdk:cache:key")
+			if err != nil {
+				b.Fatal(err)
+			}
+			_ = v
+		}
+	})
+	b.Run("Pipeline10", func(b *testing.B) {
+		b.ReportAllocs()
+		cmds := pipelineOf10()
+		for i := 0; i < b.N; i++ {
+			res, err := c.Pipeline(ctx, cmds...)
+			if err != nil || len(res) != 10 {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Script", func(b *testing.B) {
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if _, err := benchScript.Run(ctx, c, []string{"chat-sdk:lock:thread"}, "token-0123456789abcdef", 30000); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkMemory(b *testing.B) {
+	mt := memoryTransport{
+		"":          `{"result":"eyJ0ZXh0IjoiaGVsbG8gd29ybGQiLCJuIjoxfQ=="}`,
+		"/pipeline": `[` + strings.Repeat(`{"result":"OK"},{"result":"eyJ0ZXh0IjoiaGVsbG8gd29ybGQiLCJuIjoxfQ=="},`, 4) + `{"result":"OK"},{"result":"eyJ0ZXh0IjoiaGVsbG8gd29ybGQiLCJuIjoxfQ=="}]`,
+	}
+	c, err := upstash.New(upstash.Config{URL: "https://bench.upstash.io", Token: "AXbenchTOKEN"}, upstash.WithTransport(mt))
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchCommands(b, c)
+}
+
+func BenchmarkServer(b *testing.B) {
+	srv := upstashtest.NewServer(b)
+	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := c.Set(context.Background(), "chat-sdk:cache:key", `{"text":"hello world","n":1}`, 0); err != nil {
+		b.Fatal(err)
+	}
+	benchCommands(b, c)
+}
+
+func BenchmarkDecodeReply(b *testing.B) {
+	body := []byte(`{"result":["eyJ0ZXh0IjoiaGVsbG8gd29ybGQiLCJuIjoxfQ==",null,42,["T0s=","OK"]]}`)
+	b.ReportAllocs()
+	for i := 0; i < b.N; i++ {
+		if _, err := upstash.DecodeReply(body, true); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
