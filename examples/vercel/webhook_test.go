@@ -106,9 +106,15 @@ func exists(t *testing.T, srv *upstashtest.Server, key string) bool {
 
 var exported = http.HandlerFunc(handler.Handler)
 
+var seq atomic.Int64
+
+// uniq makes an id unique in this process, so that tests on the shared
+// server can run again (-count) without being deduped by the earlier run.
+func uniq(s string) string { return fmt.Sprintf("%s-%d", s, seq.Add(1)) }
+
 func TestHandlerDuplicateProcessedOnce(t *testing.T) {
-	const thread = "slack:C2:dup"
-	w := webhook(thread, "dup-m1", "@bot hello")
+	thread, id := uniq("slack:C2:dup"), uniq("dup-m1")
+	w := webhook(thread, id, "@bot hello")
 	first, second := post(exported, w), post(exported, w)
 	if first.Code != 200 || outcome(t, first).Status != chatbot.StatusHandled {
 		t.Fatalf("first: %d %s", first.Code, first.Body)
@@ -116,7 +122,7 @@ func TestHandlerDuplicateProcessedOnce(t *testing.T) {
 	if second.Code != 200 || outcome(t, second).Status != chatbot.StatusDuplicate {
 		t.Fatalf("retry: %d %s", second.Code, second.Body)
 	}
-	if h := history(t, shared, thread); h["dup-m1"] != 1 || len(h) != 1 {
+	if h := history(t, shared, thread); h[id] != 1 || len(h) != 1 {
 		t.Errorf("history %v, want m1 once", h)
 	}
 	if exists(t, shared, "chat-sdk:lock:"+thread) {
@@ -127,8 +133,9 @@ func TestHandlerDuplicateProcessedOnce(t *testing.T) {
 // TestHandlerConcurrentNoneLost goes through the exported Handler:
 // every message ends up in the history exactly once and the lock is gone.
 func TestHandlerConcurrentNoneLost(t *testing.T) {
-	const thread, n = "slack:C2:burst", chatbot.DefaultMaxQueue
-	if rec := post(exported, webhook(thread, "burst-m0", "@bot start")); rec.Code != 200 {
+	const n = chatbot.DefaultMaxQueue
+	thread, prefix := uniq("slack:C2:burst"), uniq("burst")+"-m"
+	if rec := post(exported, webhook(thread, prefix+"0", "@bot start")); rec.Code != 200 {
 		t.Fatalf("mention: %d %s", rec.Code, rec.Body)
 	}
 	var wg sync.WaitGroup
@@ -137,7 +144,7 @@ func TestHandlerConcurrentNoneLost(t *testing.T) {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			codes[i-1] = post(exported, webhook(thread, fmt.Sprintf("burst-m%d", i), "message")).Code
+			codes[i-1] = post(exported, webhook(thread, fmt.Sprintf("%s%d", prefix, i), "message")).Code
 		}(i)
 	}
 	wg.Wait()
@@ -148,7 +155,7 @@ func TestHandlerConcurrentNoneLost(t *testing.T) {
 	}
 	h := history(t, shared, thread)
 	for i := 0; i <= n; i++ {
-		if id := fmt.Sprintf("burst-m%d", i); h[id] != 1 {
+		if id := fmt.Sprintf("%s%d", prefix, i); h[id] != 1 {
 			t.Errorf("%s: %d times in history, want 1", id, h[id])
 		}
 	}
