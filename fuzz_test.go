@@ -1,11 +1,14 @@
 package upstash_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -39,10 +42,16 @@ func FuzzDecodeReply(f *testing.F) {
 			if !v.IsNil() {
 				t.Fatalf("value %v returned with error %v", v, err)
 			}
+			if want, ok := referenceDecode(body, b64); ok {
+				t.Fatalf("DecodeReply fails with %v; the reference decoder gives %s", err, want)
+			}
 			_ = err.Error()
 			return
 		}
 		s := v.String() // walks the whole value
+		if want, ok := referenceDecode(body, b64); !ok || want != s {
+			t.Fatalf("DecodeReply gives %s; the reference decoder gives %s (ok %v)", s, want, ok)
+		}
 		v2, err2 := upstash.DecodeReply(body, b64)
 		if err2 != nil || v2.String() != s {
 			t.Fatalf("not deterministic: %v/%v then %v/%v", v, err, v2, err2)
@@ -60,6 +69,77 @@ func FuzzDecodeReply(f *testing.F) {
 			}
 		}
 	})
+}
+
+// referenceDecode is a plain decoder written from the protocol notes
+// (upstash-rest-protocol.md §14.2): a JSON decoder that keeps numbers, then
+// OK stays OK, other strings are strict padded base64, then unpadded, else
+// kept raw; integers are int64. It returns Value.String() of the result, or
+// false when the body has no usable result.
+func referenceDecode(body []byte, b64 bool) (string, bool) {
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	var r struct {
+		Result json.RawMessage `json:"result"`
+		Error  *string         `json:"error"`
+	}
+	if dec.Decode(&r) != nil || r.Error != nil || r.Result == nil {
+		return "", false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return "", false
+	}
+	var x any
+	dec = json.NewDecoder(bytes.NewReader(r.Result))
+	dec.UseNumber()
+	if dec.Decode(&x) != nil {
+		return "", false
+	}
+	v, ok := referenceValue(x, b64, 0)
+	if !ok {
+		return "", false
+	}
+	return v.String(), true
+}
+
+func referenceValue(x any, b64 bool, depth int) (upstash.Value, bool) {
+	if depth > 64 {
+		return upstash.Value{}, false
+	}
+	switch t := x.(type) {
+	case nil:
+		return upstash.NilValue(), true
+	case bool:
+		if t {
+			return upstash.IntValue(1), true
+		}
+		return upstash.IntValue(0), true
+	case json.Number:
+		n, err := strconv.ParseInt(string(t), 10, 64)
+		return upstash.IntValue(n), err == nil
+	case string:
+		if !b64 || t == "OK" {
+			return upstash.StringValue([]byte(t)), true
+		}
+		if b, err := base64.StdEncoding.Strict().DecodeString(t); err == nil {
+			return upstash.StringValue(b), true
+		}
+		if b, err := base64.RawStdEncoding.Strict().DecodeString(t); err == nil {
+			return upstash.StringValue(b), true
+		}
+		return upstash.StringValue([]byte(t)), true
+	case []any:
+		vs := make([]upstash.Value, len(t))
+		for i, e := range t {
+			v, ok := referenceValue(e, b64, depth+1)
+			if !ok {
+				return upstash.Value{}, false
+			}
+			vs[i] = v
+		}
+		return upstash.ArrayValue(vs...), true
+	}
+	return upstash.Value{}, false
 }
 
 // captureTransport answers every request with {"result":"OK"} from memory
