@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/gomodule/redigo/redis"
@@ -133,8 +134,14 @@ func (s *Server) logRequest(r *http.Request, endpoint string, status int, start 
 		"status", status, "fault", fault, "duration", time.Since(start))
 }
 
+// testHookHandle, when set by a test, runs at the start of handle.
+var testHookHandle atomic.Pointer[func(*http.Request)]
+
 // handle runs one request that got past fault injection.
 func (s *Server) handle(r *http.Request, endpoint string) response {
+	if hook := testHookHandle.Load(); hook != nil {
+		(*hook)(r)
+	}
 	switch r.Method {
 	case http.MethodHead, http.MethodGet, http.MethodPost, http.MethodPut:
 	default:
