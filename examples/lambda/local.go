@@ -164,8 +164,10 @@ func (r *run) count(kind chatbot.EventKind, reqID string) int {
 	return n
 }
 
-// waitFor polls until an event of kind for reqID was seen.
-func (r *run) waitFor(ctx context.Context, kind chatbot.EventKind, reqID string) error {
+// waitFor polls until an event of kind for reqID was seen, or gives up
+// when done is closed (the invocation returned without it) or after
+// slowWait.
+func (r *run) waitFor(ctx context.Context, kind chatbot.EventKind, reqID string, done <-chan struct{}) error {
 	deadline := time.Now().Add(slowWait)
 	for r.count(kind, reqID) == 0 {
 		if time.Now().After(deadline) {
@@ -174,6 +176,10 @@ func (r *run) waitFor(ctx context.Context, kind chatbot.EventKind, reqID string)
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
+		case <-done:
+			if r.count(kind, reqID) == 0 {
+				return fmt.Errorf("%s returned without a %q event", reqID, kind)
+			}
 		case <-time.After(2 * time.Millisecond):
 		}
 	}
@@ -343,15 +349,14 @@ func runLocal(ctx context.Context, out io.Writer, environ map[string]string) (*r
 
 	fmt.Fprintln(out, "\nstep 2: m4 takes the eng thread's lock and the bot is slow to answer; meanwhile m5-m8 arrive at once,")
 	fmt.Fprintln(out, "        m9 arrives on the ops thread, and Slack retries m6")
-	var slow sync.WaitGroup
-	slow.Add(1)
+	slowDone := make(chan struct{})
 	go func() {
-		defer slow.Done()
+		defer close(slowDone)
 		r.invoke(ctx, d("req-05", msg("m4", threadEng, "U-ana", "here are the logs"), false))
 	}()
-	if err := r.waitFor(ctx, chatbot.EventLocked, "req-05"); err != nil {
+	if err := r.waitFor(ctx, chatbot.EventLocked, "req-05", slowDone); err != nil {
 		close(r.gate)
-		slow.Wait()
+		<-slowDone
 		return nil, err
 	}
 	var burst sync.WaitGroup
@@ -371,7 +376,7 @@ func runLocal(ctx context.Context, out io.Writer, environ map[string]string) (*r
 	burst.Wait()
 	r.invoke(ctx, d("req-11", m6, true))
 	close(r.gate) // the slow handler may finish now
-	slow.Wait()
+	<-slowDone
 
 	rep := &report{Backend: backend, Sent: 11, Distinct: 9, Retries: 2}
 	verify(ctx, r, state, rep)

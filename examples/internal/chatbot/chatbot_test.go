@@ -48,6 +48,7 @@ func TestRespond(t *testing.T) {
 		{fmt.Errorf("x: %w", context.DeadlineExceeded), Outcome{}, 504, "budget"},
 		{fmt.Errorf("x: %w", upstash.ErrOutcomeUnknown), Outcome{}, 502, "may or may not"},
 		{fmt.Errorf("%w: missing threadId", ErrBadWebhook), Outcome{}, http.StatusBadRequest, "threadId"},
+		{fmt.Errorf("dedupe: %w", &upstash.Error{Command: "SET", Index: -1, Status: 200, Code: "NOPERM", Message: "NOPERM no write"}), Outcome{}, 502, "KV_REST_API_READ_ONLY_TOKEN"},
 	} {
 		code, body := Respond(tc.out, tc.err)
 		if code != tc.want || !strings.Contains(string(body), tc.text) {

@@ -58,6 +58,9 @@ func Respond(out Outcome, err error) (int, []byte) {
 		status, msg = http.StatusBadRequest, "bad webhook"
 	case errors.Is(err, upstash.ErrConfig):
 		status, msg = http.StatusInternalServerError, "the state store is not configured"
+	case isNoPerm(err):
+		msg = "the REST token may not write (NOPERM): use the full-access token (" +
+			upstash.EnvToken + " or " + upstash.EnvVercelToken + "), not " + upstash.EnvVercelReadOnlyTk
 	case errors.Is(err, upstash.ErrUnauthorized):
 		msg = "the state store refused the REST token (HTTP 401 unauthorized): check " +
 			upstash.EnvToken + " or " + upstash.EnvVercelToken
@@ -71,6 +74,11 @@ func Respond(out Outcome, err error) (int, []byte) {
 		msg = "the state store did not answer; the last write may or may not have been applied"
 	}
 	return status, mustJSON(errorBody{Error: msg, Detail: err.Error()})
+}
+
+func isNoPerm(err error) bool {
+	var e *upstash.Error
+	return errors.As(err, &e) && e.Code == "NOPERM"
 }
 
 func mustJSON(v any) []byte {
