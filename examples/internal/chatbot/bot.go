@@ -261,7 +261,7 @@ func (b *Bot) Handle(ctx context.Context, w Webhook) (out Outcome, err error) {
 
 	// 3. Hold the lock: handle, drain, release; then make sure nothing was
 	// queued behind our back after our last look.
-	for round := 0; ; round++ {
+	for {
 		res := b.hold(p, lock, w.ThreadID, own)
 		out.Handled = append(out.Handled, res.handled...)
 		if res.ownDone {
