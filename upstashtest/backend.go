@@ -116,6 +116,7 @@ func startRedisServer(ctx context.Context, bin string) (*backend, error) {
 		"--logfile", logFile,
 	)
 	cmd.Dir = dir
+	killWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("upstashtest: starting redis-server: %w", err)

@@ -117,8 +117,9 @@ func (s *Server) SetLatency(d time.Duration) {
 	s.faults.latency = d
 }
 
-// FailNext answers the next n requests with the given HTTP status and an
-// Upstash-shaped {"error": ...} body, without running anything.
+// FailNext answers the next n requests with the given HTTP status (500 when
+// it is not a valid status code) and an Upstash-shaped {"error": ...} body,
+// without running anything.
 //
 // FailNext, ResetNext and DropResponseNext append to one queue: each
 // request, in arrival order, takes the first queued fault, so FailNext(1,

@@ -150,6 +150,7 @@ func Start(opts ...Option) (*Server, error) {
 	}
 	ln, err := net.Listen("tcp", s.cfg.addr)
 	if err != nil {
+		s.cancel()
 		s.be.close()
 		return nil, fmt.Errorf("upstashtest: listening on %s: %w", s.cfg.addr, err)
 	}
