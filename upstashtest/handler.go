@@ -61,7 +61,7 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	written := false
 	defer func() {
 		if v := recover(); v != nil {
-			if v == http.ErrAbortHandler { //nolint:errorlint // sentinel value
+			if v == http.ErrAbortHandler {
 				panic(v)
 			}
 			s.log.Error("upstashtest: panic in handler", "panic", fmt.Sprint(v), "endpoint", endpoint)
@@ -103,15 +103,15 @@ func (s *Server) serveHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	resp := s.handle(r, endpoint)
+	token := ""
+	if resp.status >= 200 && resp.status < 300 {
+		token = s.syncToken(resp.wrote) // also for a dropped response: the write happened
+	}
 	if fault.kind == FaultDrop {
 		written = true
 		s.logRequest(r, endpoint, 0, start, "drop")
 		abortConnection(w)
 		return
-	}
-	token := ""
-	if resp.status >= 200 && resp.status < 300 {
-		token = s.syncToken(resp.wrote)
 	}
 	written = true
 	writeResponse(w, resp, token)

@@ -478,6 +478,18 @@ func TestSyncToken(t *testing.T) {
 		if t4 == t3 {
 			t.Error("sync token did not change after a transaction with a write")
 		}
+		// Reads leave it alone.
+		if t5 := token(cmd(t, s, "GET", "k")); t5 != t4 {
+			t.Errorf("a read moved the sync token: %s -> %s", t4, t5)
+		}
+		// A write whose response was dropped still moves it.
+		s.DropResponseNext(1)
+		if _, err := sendErr(s, req{body: `["SET","k","2"]`}); err == nil {
+			t.Fatal("dropped request got a response")
+		}
+		if t6 := token(cmd(t, s, "GET", "k")); t6 == t4 {
+			t.Error("sync token did not change after a write whose response was dropped")
+		}
 		// Requests carrying any sync token are accepted.
 		for _, h := range []string{"", t0, t4, "garbage-that-was-never-issued"} {
 			got := send(t, s, req{body: `["GET","k"]`, header: map[string]string{"upstash-sync-token": h}})
