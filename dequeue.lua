@@ -1,20 +1,39 @@
 -- Dequeue: KEYS[1] = {p}:queue:{id}; ARGV[1] = the client's clock, Unix ms.
 -- Pops and discards expired entries (expiresAt <= now) until it finds a live
 -- one, which it pops and returns as {1, entry}. Returns nil when the queue
--- is empty. An entry that cannot be decoded, or has no numeric expiresAt,
--- is left at the head and returned as {0, entry}, so nothing is lost.
+-- is empty. An entry whose expiresAt cannot be read is left at the head and
+-- returned as {0, entry}, so nothing is lost.
+--
+-- expiresAt is read from the end of the entry first: both JSON.stringify
+-- and Go write {"message":…,"enqueuedAt":N,"expiresAt":N}, so no full
+-- decode is needed (cjson refuses messages nested 1000 levels deep, which
+-- state-redis's LPOP hands over). Other layouts fall back to cjson.decode.
 local now = tonumber(ARGV[1])
+local function expiresAt(raw)
+  local tail = string.match(string.sub(raw, -64), '[,{]"expiresAt":(-?[%d.eE+-]+)}%s*$')
+  if tail then
+    local n = tonumber(tail)
+    if n then
+      return n
+    end
+  end
+  local ok, entry = pcall(cjson.decode, raw)
+  if ok and type(entry) == 'table' and type(entry['expiresAt']) == 'number' then
+    return entry['expiresAt']
+  end
+  return nil
+end
 while true do
   local raw = redis.call('LINDEX', KEYS[1], 0)
   if not raw then
     return false
   end
-  local ok, entry = pcall(cjson.decode, raw)
-  if not ok or type(entry) ~= 'table' or type(entry['expiresAt']) ~= 'number' then
+  local exp = expiresAt(raw)
+  if not exp then
     return {0, raw}
   end
   redis.call('LPOP', KEYS[1])
-  if entry['expiresAt'] > now then
+  if exp > now then
     return {1, raw}
   end
 end

@@ -651,8 +651,10 @@ func encodeJSON(what string, value any) ([]byte, error) {
 	return data, nil
 }
 
-// marshalCompat encodes v like json.Marshal but without HTML escaping (<, >
-// and & stay as they are), as JavaScript's JSON.stringify writes them.
+// marshalCompat encodes v like json.Marshal, but writes what JavaScript's
+// JSON.stringify writes where the two differ: <, > and & unescaped, U+2028
+// and U+2029 as themselves rather than \u2028 and \u2029, and negative
+// zero as 0.
 func marshalCompat(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -660,7 +662,46 @@ func marshalCompat(v any) ([]byte, error) {
 	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if bytes.Contains(out, []byte(`\u202`)) || bytes.Contains(out, []byte("-0")) {
+		out = jsCompat(out)
+	}
+	return out, nil
+}
+
+// jsCompat rewrites valid compact JSON from encoding/json: the escapes
+// \u2028 and \u2029 inside strings become the raw characters, and the
+// number -0 becomes 0. Both changes keep the JSON value (up to the sign of
+// zero, which JSON.stringify drops too).
+func jsCompat(in []byte) []byte {
+	out := make([]byte, 0, len(in))
+	inString := false
+	for i := 0; i < len(in); i++ {
+		c := in[i]
+		switch {
+		case inString && c == '\\':
+			if i+5 < len(in) && in[i+1] == 'u' && (string(in[i+2:i+6]) == "2028" || string(in[i+2:i+6]) == "2029") {
+				if in[i+5] == '8' {
+					out = append(out, "\u2028"...)
+				} else {
+					out = append(out, "\u2029"...)
+				}
+				i += 5
+				continue
+			}
+			out = append(out, c, in[i+1]) // any other escape, kept whole
+			i++
+			continue
+		case c == '"':
+			inString = !inString
+		case !inString && c == '-' && i+1 < len(in) && in[i+1] == '0' && (i+2 == len(in) || bytes.IndexByte([]byte(",]} \t\r\n"), in[i+2]) >= 0):
+			out = append(out, '0')
+			i++
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 var (

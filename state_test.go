@@ -171,6 +171,12 @@ func TestStateLayoutCache(t *testing.T) {
 		{"raw", json.RawMessage(`{"b": [1, 2]}`), `{"b": [1, 2]}`},
 		{"bytes", []byte("hi"), `"aGk="`},
 		{"null", nil, `null`},
+		{"line separators", "a\u2028b\u2029c", "\"a\u2028b\u2029c\""}, // raw, as JSON.stringify
+		{"backslash u2028 text", `a\u2028`, `"a\\u2028"`},
+		{"negative zero", math.Copysign(0, -1), `0`},
+		{"quoted -0 and separators", "say \"-0\"\u2028\\", "\"say \\\"-0\\\"\u2028\\\\\""},
+		{"key -0", map[string]int{"-0": -0}, `{"-0":0}`},
+		{"negative zero inside", map[string]any{"z": []float64{math.Copysign(0, -1), -0.5}}, `{"z":[0,-0.5]}`},
 		{"struct", struct {
 			A string `json:"a"`
 			B int    `json:"b,omitempty"`
@@ -353,6 +359,27 @@ func TestStateLayoutQueue(t *testing.T) {
 	}
 	if n := rawInt(t, c, "LLEN", "chat-sdk:queue:T3"); n != 0 {
 		t.Errorf("LLEN after dequeuing = %d, want 0 (the expired entry is discarded)", n)
+	}
+
+	// Entries the script cannot read from their tail are decoded in full:
+	// another key order, whitespace. A message nested deeper than cjson
+	// decodes is read from the tail.
+	deep := strings.Repeat("[", 1000) + strings.Repeat("]", 1000)
+	exp := itoa(now + 90000)
+	for name, entry := range map[string]string{
+		"expiresAt first": `{"expiresAt":` + exp + `,"message":"a","enqueuedAt":1}`,
+		"spaces":          `{ "message" : "b" , "enqueuedAt" : 1 , "expiresAt" : ` + exp + ` }`,
+		"deep message":    `{"message":` + deep + `,"enqueuedAt":1,"expiresAt":` + exp + `}`,
+		"float expiresAt": `{"message":"c","enqueuedAt":1,"expiresAt":` + exp + `.5}`,
+	} {
+		raw(t, c, "RPUSH", "chat-sdk:queue:T4", `{"message":"stale","enqueuedAt":1,"expiresAt":2}`, entry)
+		got, err := s.Dequeue(ctx, "T4")
+		if err != nil || got == nil || got.ExpiresAt.UnixMilli() != now+90000 {
+			t.Errorf("Dequeue of an entry with %s = %+v, %v", name, got, err)
+		}
+		if n := rawInt(t, c, "LLEN", "chat-sdk:queue:T4"); n != 0 {
+			t.Errorf("%s: LLEN after Dequeue = %d, want 0", name, n)
+		}
 	}
 }
 
