@@ -388,15 +388,19 @@ func GetJSON[T any](ctx context.Context, s StateAdapter, key string) (value T, f
 // state-redis does); ttl > 0 sends SET PX (milliseconds, a sub-millisecond
 // remainder rounded up); a negative ttl is refused with ErrInvalidArgument.
 //
-// Encoding (see encodeJSON): encoding/json without HTML escaping, to match
-// JavaScript's JSON.stringify byte for byte as far as Go allows. A
-// json.RawMessage is stored exactly as given once it is checked to be valid
-// JSON. A []byte is stored as encoding/json encodes it: a base64 JSON string
-// (GetJSON[[]byte] reads it back); wrap pre-encoded JSON in json.RawMessage
-// instead. Values encoding/json cannot encode (channels, functions, NaN,
-// ±Inf) and strings or map keys that are not valid UTF-8 (which
-// encoding/json would silently turn into U+FFFD) are refused with an error
-// matching ErrInvalidArgument that names the key, before any request.
+// Encoding: encoding/json, adjusted to write what JavaScript's
+// JSON.stringify writes (<, > and & unescaped, U+2028 and U+2029 raw, -0 as
+// 0), so a value stored from Go is byte-identical to the same value stored
+// by state-redis. One difference remains: encoding/json sorts map keys,
+// while JSON.stringify keeps insertion order (struct fields keep their
+// order). A json.RawMessage is stored exactly as given once it is checked to
+// be valid JSON in valid UTF-8. A []byte is stored as encoding/json encodes
+// it: a base64 JSON string (GetJSON[[]byte] reads it back); wrap
+// pre-encoded JSON in json.RawMessage instead. Values encoding/json cannot
+// encode (channels, functions, NaN, ±Inf, cycles) and strings or map keys
+// that are not valid UTF-8 (which encoding/json would silently turn into
+// U+FFFD) are refused with an error matching ErrInvalidArgument that names
+// the key, before any request.
 //
 // A plain SET is safe to repeat, so it is retried after a lost reply.
 func (s *State) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
@@ -569,12 +573,18 @@ var dequeueScript = NewScript(dequeueSource)
 // state-redis, whose LPOP hands expired entries back for the caller to drop;
 // the Chat SDK core drops them anyway.
 //
-// An entry that cannot be decoded (not JSON, or no numeric expiresAt) is
-// not popped: Dequeue returns a *CorruptValueError naming the key, with the
-// bytes in Raw, and the entry stays at the head of the queue (nothing is
-// lost, but the queue is blocked until an operator removes it or the list
-// expires). The script is never retried after the request may have landed
-// (the error then matches ErrOutcomeUnknown).
+// The script reads expiresAt from the end of the entry, where both
+// JSON.stringify and Go write it, and decodes the entry with cjson only
+// when it is laid out otherwise; so a message of any size or depth costs no
+// decoding on the server. An entry whose expiresAt cannot be read (not
+// JSON, no numeric expiresAt) is not popped: Dequeue returns a
+// *CorruptValueError naming the key with the bytes in Raw (Index 0), and the
+// entry stays at the head of the queue. Nothing is lost, but the queue is
+// blocked until someone removes the entry (LPOP) or the list expires
+// (state-redis would throw on it after popping it). A popped live entry
+// that Go cannot decode is returned as a *CorruptValueError with Index -1
+// and the bytes in Raw. The script is never retried after the request may
+// have landed (the error then matches ErrOutcomeUnknown).
 func (s *State) Dequeue(ctx context.Context, threadID string) (*QueueEntry, error) {
 	if err := checkID("thread id", threadID); err != nil {
 		return nil, err
