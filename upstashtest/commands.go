@@ -24,11 +24,12 @@ func init() {
 			"UNSUBSCRIBE", "PUNSUBSCRIBE", "SUNSUBSCRIBE",
 		},
 		"only PING and ECHO are supported from the connection commands": {
-			"AUTH", "CLIENT", "HELLO", "QUIT", "RESET", "SELECT", "SWAPDB",
+			"AUTH", "CLIENT", "HELLO", "QUIT", "RESET", "SELECT",
 		},
 		"server administration commands are not supported by the Upstash REST API": {
 			"MONITOR", "SHUTDOWN", "DEBUG", "SYNC", "PSYNC", "REPLICAOF",
 			"SLAVEOF", "FAILOVER", "CLUSTER", "READONLY", "READWRITE", "ASKING",
+			"SWAPDB",
 		},
 	} {
 		for _, n := range names {

@@ -78,6 +78,10 @@
 //   - No Server-Sent Events (/subscribe, /monitor), no
 //     Upstash-Response-Format: resp2, no ACL RESTTOKEN, no quotas (daily
 //     request limit, commands per second), no max key or record size checks.
+//   - On the embedded backend two miniredis differences are corrected in
+//     replies to REST commands (not inside Lua scripts): TTL is rounded like
+//     Redis rather than truncated, and float replies such as scores print
+//     1700000000000 rather than 1.7e+12.
 //   - FastForward moves TTLs only: TIME and the clock used by EXPIREAT/PXAT
 //     stay on the wall clock (miniredis).
 //   - Random status faults use 503; Upstash's own 5xx texts are unknown.
