@@ -254,8 +254,8 @@ func TestBackendSelection(t *testing.T) {
 			t.Errorf("error %v", err)
 		}
 		t.Setenv(upstashtest.EnvRedis, "redis-server")
-		if _, err := upstashtest.Start(); err == nil {
-			t.Error("UPSTASHTEST_REDIS=redis-server without the binary fell back")
+		if _, err := upstashtest.Start(); err == nil || !strings.Contains(err.Error(), `UPSTASHTEST_REDIS="redis-server"`) {
+			t.Errorf("UPSTASHTEST_REDIS=redis-server without the binary: %v, want an error naming the variable", err)
 		}
 	})
 	t.Run("bad address", func(t *testing.T) {

@@ -218,6 +218,9 @@ func newServer(opts ...Option) (*Server, error) {
 	}
 	if err != nil {
 		s.cancel()
+		if !cfg.backendByOp {
+			err = fmt.Errorf("%w (backend chosen by %s=%q; unset it for the embedded one)", err, EnvRedis, redactURL(os.Getenv(EnvRedis)))
+		}
 		return nil, err
 	}
 	s.handler = http.HandlerFunc(s.serveHTTP)
