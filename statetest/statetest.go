@@ -407,10 +407,11 @@ var lockTests = []test{
 	{"ExtendKeepsShortLockAlive", func(t *testing.T, s upstash.StateAdapter) {
 		ctx := ctxFor(t)
 		id := uid(t, "lock")
-		lock := acquire(t, s, id, 2*shortTTL)
-		for i := 0; i < 4; i++ {
-			time.Sleep(shortTTL)
-			ok, err := s.ExtendLock(ctx, lock, 2*shortTTL)
+		const ttl = 4 * shortTTL
+		lock := acquire(t, s, id, ttl)
+		for i := 0; i < 4; i++ { // 4 × ttl/3: longer than ttl in all
+			time.Sleep(ttl / 3)
+			ok, err := s.ExtendLock(ctx, lock, ttl)
 			noErr(t, err, "ExtendLock")
 			if !ok {
 				t.Fatalf("extend %d = false: the lock lapsed while being extended", i)
@@ -588,7 +589,7 @@ var cacheTests = []test{
 		key := uid(t, "ttl")
 		start := time.Now()
 		noErr(t, s.Set(ctxFor(t), key, "soon gone", shortTTL), "Set")
-		if got := get(t, s, key); fresh(t, start, shortTTL) && got == nil {
+		if check := fresh(t, start, shortTTL); get(t, s, key) == nil && check {
 			t.Fatal("Get = nil right after Set with a TTL")
 		}
 		time.Sleep(shortTTL + settle)
@@ -638,9 +639,10 @@ var cacheTests = []test{
 		if !ok {
 			t.Fatal("SetIfNotExists on a fresh key = false")
 		}
+		check := fresh(t, start, shortTTL)
 		ok, err = s.SetIfNotExists(ctx, key, true, shortTTL)
 		noErr(t, err, "SetIfNotExists again")
-		if ok && fresh(t, start, shortTTL) {
+		if ok && check {
 			t.Fatal("SetIfNotExists before expiry = true")
 		}
 		time.Sleep(shortTTL + settle)
@@ -772,29 +774,38 @@ var listTests = []test{
 	{"TTLExpires", func(t *testing.T, s upstash.StateAdapter) {
 		ctx := ctxFor(t)
 		key := uid(t, "list-ttl")
+		const ttl = 4 * shortTTL
 		start := time.Now()
-		noErr(t, s.AppendToList(ctx, key, "x", upstash.ListOptions{TTL: shortTTL}), "AppendToList")
+		noErr(t, s.AppendToList(ctx, key, "x", upstash.ListOptions{TTL: ttl}), "AppendToList")
 		// TTL 0 keeps the list's TTL.
 		noErr(t, s.AppendToList(ctx, key, "y", upstash.ListOptions{}), "AppendToList")
-		if items := getList(t, s, key); fresh(t, start, shortTTL) && len(items) != 2 {
-			t.Fatalf("GetList = %s, want 2 items", items)
+		if !fresh(t, start, ttl) {
+			return // the second append may have come after the list expired
 		}
-		time.Sleep(shortTTL + settle)
+		if n := len(getList(t, s, key)); n != 2 {
+			t.Fatalf("GetList has %d items before the TTL, want 2", n)
+		}
+		time.Sleep(time.Until(start.Add(ttl + settle)))
 		if items := getList(t, s, key); len(items) != 0 {
-			t.Fatalf("GetList after the TTL = %s, want []", items)
+			t.Fatalf("GetList after the TTL = %s, want [] (an append without TTL must keep the list's TTL)", items)
 		}
 	}},
 	{"TTLRefreshedOnAppend", func(t *testing.T, s upstash.StateAdapter) {
 		ctx := ctxFor(t)
 		key := uid(t, "list-refresh")
-		ttl := 2 * shortTTL
+		const ttl = 400 * time.Millisecond
+		t0 := time.Now()
 		noErr(t, s.AppendToList(ctx, key, "a", upstash.ListOptions{TTL: ttl}), "AppendToList")
-		time.Sleep(ttl * 2 / 3)
-		start := time.Now()
+		time.Sleep(time.Until(t0.Add(250 * time.Millisecond)))
+		second := time.Now()
 		noErr(t, s.AppendToList(ctx, key, "b", upstash.ListOptions{TTL: ttl}), "AppendToList")
-		time.Sleep(ttl / 2) // past the first TTL, within the refreshed one
-		if items := getList(t, s, key); fresh(t, start, ttl) && len(items) != 2 {
-			t.Fatalf("GetList = %s, want both items: the append must refresh the TTL", items)
+		time.Sleep(time.Until(t0.Add(ttl + 50*time.Millisecond))) // past the first TTL
+		if check := fresh(t, second, ttl); len(getList(t, s, key)) != 2 && check {
+			t.Fatal("GetList lost items: the append must refresh the TTL")
+		}
+		time.Sleep(time.Until(second.Add(ttl + settle)))
+		if items := getList(t, s, key); len(items) != 0 {
+			t.Fatalf("GetList after the refreshed TTL = %s, want []", items)
 		}
 	}},
 	{"ConcurrentAppend", func(t *testing.T, s upstash.StateAdapter) {
