@@ -9,6 +9,7 @@ package upstash_test
 
 import (
 	"context"
+	"encoding/base64"
 	"io"
 	"net/http"
 	"strings"
@@ -26,10 +27,11 @@ func (m memoryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		_, _ = io.Copy(io.Discard, req.Body)
 		req.Body.Close()
 	}
+	body := m[req.URL.Path]
 	return &http.Response{
-		StatusCode: 200,
-		Header:     http.Header{"Content-Type": {"application/json"}, "Upstash-Sync-Token": {"tok-1"}},
-		Body:       io.NopCloser(strings.NewReader(m[req.URL.Path])), Request: req,
+		StatusCode: 200, ContentLength: int64(len(body)),
+		Header: http.Header{"Content-Type": {"application/json"}, "Upstash-Sync-Token": {"tok-1"}},
+		Body:   io.NopCloser(strings.NewReader(body)), Request: req,
 	}, nil
 }
 
@@ -86,6 +88,25 @@ func BenchmarkMemory(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchCommands(b, c)
+}
+
+// BenchmarkMemoryGet1MB reads a 1 MB value: what it allocates is about the
+// peak memory a large reply costs.
+func BenchmarkMemoryGet1MB(b *testing.B) {
+	value := strings.Repeat("0123456789abcdef", 1<<16)
+	mt := memoryTransport{"": `{"result":"` + base64.StdEncoding.EncodeToString([]byte(value)) + `"}`}
+	c, err := upstash.New(upstash.Config{URL: "https://bench.upstash.io", Token: "AXbenchTOKEN"}, upstash.WithTransport(mt))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.SetBytes(int64(len(value)))
+	for i := 0; i < b.N; i++ {
+		v, err := c.Get(context.Background(), "big")
+		if err != nil || len(v) != len(value) {
+			b.Fatal(err)
+		}
+	}
 }
 
 func BenchmarkServer(b *testing.B) {

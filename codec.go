@@ -187,11 +187,54 @@ func decodeBase64(s string) []byte {
 	return []byte(s)
 }
 
+// fastValue decodes the common results without a JSON decoder: null, an
+// integer, and a string with no escapes (every base64 string). raw is one
+// valid JSON value that the caller owns. Anything else reports false and
+// goes through decodeValue, with the same outcome.
+func fastValue(raw []byte, b64 bool) (Value, bool) {
+	if len(raw) == 0 {
+		return Value{}, false
+	}
+	switch c := raw[0]; {
+	case c == 'n':
+		return Value{}, string(raw) == "null"
+	case c == '-' || c >= '0' && c <= '9':
+		n, err := strconv.ParseInt(string(raw), 10, 64)
+		return Value{kind: KindInt, num: n}, err == nil
+	case c != '"' || len(raw) < 2:
+		return Value{}, false
+	}
+	str := raw[1 : len(raw)-1]
+	// Escapes need unquoting, and encoding/json replaces invalid UTF-8
+	// with U+FFFD: leave both to the decoder.
+	if bytes.IndexByte(str, '\\') >= 0 || !utf8.Valid(str) {
+		return Value{}, false
+	}
+	if !b64 || string(str) == "OK" {
+		return Value{kind: KindString, str: str}, true
+	}
+	// The unpadded bound is the larger one (for "OA", 1 byte against 0).
+	buf := make([]byte, strictRaw.DecodedLen(len(str)))
+	if n, err := strictStd.Decode(buf, str); err == nil {
+		return Value{kind: KindString, str: buf[:n]}, true
+	}
+	if n, err := strictRaw.Decode(buf, str); err == nil {
+		return Value{kind: KindString, str: buf[:n]}, true
+	}
+	return Value{kind: KindString, str: str}, true
+}
+
 // reply is one {"result": ...} or {"error": ...} object.
 type reply struct {
 	Result json.RawMessage `json:"result"`
 	Error  *string         `json:"error"`
 }
+
+// parseReplies decodes a response body into a reply or a []reply. Those
+// hold no numbers outside their raw "result", so json.Unmarshal (which
+// checks for trailing data and does not copy the input into a decoder
+// buffer) serves.
+func parseReplies(data []byte, v any) error { return json.Unmarshal(data, v) }
 
 // parseJSON decodes data into v keeping numbers as json.Number.
 func parseJSON(data []byte, v any) error {
@@ -211,6 +254,9 @@ func (r *reply) resultValue(b64 bool) (Value, error) {
 	if r.Result == nil {
 		return Value{}, protocolErrorf(`reply has neither "result" nor "error"`)
 	}
+	if v, ok := fastValue(r.Result, b64); ok {
+		return v, nil
+	}
 	var x any
 	if err := parseJSON(r.Result, &x); err != nil {
 		return Value{}, protocolErrorf("result is not JSON: %v", err)
@@ -224,7 +270,7 @@ func (r *reply) resultValue(b64 bool) (Value, error) {
 // or an error, never a panic.
 func DecodeReply(body []byte, base64Encoded bool) (Value, error) {
 	var r reply
-	if err := parseJSON(body, &r); err != nil {
+	if err := parseReplies(body, &r); err != nil {
 		return Value{}, protocolErrorf("body is not a JSON object: %v", err)
 	}
 	if r.Error != nil {

@@ -230,3 +230,28 @@ func TestValueAccessors(t *testing.T) {
 		t.Errorf("String() = %s", got)
 	}
 }
+
+func TestDecodeReplyDoesNotAliasTheBody(t *testing.T) {
+	for _, b64 := range []bool{false, true} {
+		body := []byte(`{"result":["YmFy","OK"],"x":0}`)
+		single := []byte(`{"result":"YmFy"}`)
+		v, err := upstash.DecodeReply(body, b64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w, err := upstash.DecodeReply(single, b64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, wBefore := v.String(), w.String()
+		for i := range body {
+			body[i] = 'Z'
+		}
+		for i := range single {
+			single[i] = 'Z'
+		}
+		if v.String() != before || w.String() != wBefore {
+			t.Fatalf("values changed with the body: %s -> %s, %s -> %s", before, v, wBefore, w)
+		}
+	}
+}

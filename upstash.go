@@ -284,7 +284,7 @@ func (c *Client) runOne(ctx context.Context, cmd Command) (Value, error) {
 		return Value{}, err
 	}
 	var r reply
-	if err := parseJSON(resp, &r); err != nil {
+	if err := parseReplies(resp, &r); err != nil {
 		return Value{}, protocolErrorf("%s: body is not a JSON object: %v", cmd.Name(), err)
 	}
 	if r.Error != nil {
@@ -379,10 +379,10 @@ func (c *Client) batch(ctx context.Context, path string, cmds []Command) ([]Resu
 		return nil, err
 	}
 	var replies []reply
-	if err := parseJSON(resp, &replies); err != nil {
+	if err := parseReplies(resp, &replies); err != nil {
 		// A discarded transaction answers with one {"error"} object.
 		var r reply
-		if parseJSON(resp, &r) == nil && r.Error != nil {
+		if parseReplies(resp, &r) == nil && r.Error != nil {
 			return nil, newError(label, -1, http.StatusOK, *r.Error)
 		}
 		return nil, protocolErrorf("%s: body is not a JSON array: %v", label, err)
@@ -547,7 +547,7 @@ func (c *Client) finalError(ctxErr, err error, out attemptOutcome, idempotent bo
 func (c *Client) statusError(status int, body []byte, label, path string) error {
 	var r reply
 	msg := ""
-	if parseJSON(body, &r) == nil && r.Error != nil {
+	if parseReplies(body, &r) == nil && r.Error != nil {
 		msg = *r.Error
 	}
 	if msg == "" && status != http.StatusUnauthorized {
@@ -579,6 +579,7 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 		SetContext(httptrace.WithClientTrace(ctx, trace)).
 		SetDoNotParseResponse(true).
 		SetBody(bytes.NewReader(body))
+	req.Header = make(http.Header, len(c.headers)+2)
 	for k, v := range c.headers {
 		req.Header[k] = v
 	}
@@ -598,7 +599,7 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	}
 	raw := resp.RawBody()
 	defer raw.Close()
-	data, err := readLimited(raw, c.settings.limits.MaxResponseBytes)
+	data, err := readLimited(raw, c.settings.limits.MaxResponseBytes, resp.RawResponse.ContentLength)
 	if errors.Is(err, ErrProtocol) {
 		return attemptOutcome{status: resp.StatusCode(), wrote: true, answered: true, err: err}
 	}
@@ -633,18 +634,51 @@ func mayHaveSent(err error, traced, wroteHeaders bool) bool {
 	return !errors.As(err, &dns)
 }
 
-func readLimited(r io.Reader, max int64) ([]byte, error) {
-	if max <= 0 {
-		return io.ReadAll(r)
+// readLimited reads a response body of at most max bytes (no limit if max
+// is 0 or less). size is the announced Content-Length, or -1: when known it
+// sizes the buffer once instead of growing it by doubling, which for large
+// replies would hold up to twice the body in memory.
+func readLimited(r io.Reader, max, size int64) ([]byte, error) {
+	if max > 0 && size > max {
+		return nil, fmt.Errorf("%w: response of %d bytes is larger than %d bytes", ErrProtocol, size, max)
 	}
-	data, err := io.ReadAll(io.LimitReader(r, max+1))
+	if max > 0 {
+		r = io.LimitReader(r, max+1)
+	}
+	data, err := readBody(r, size)
 	if err != nil {
 		return nil, err
+	}
+	if max <= 0 {
+		return data, nil
 	}
 	if int64(len(data)) > max {
 		return nil, fmt.Errorf("%w: response larger than %d bytes", ErrProtocol, max)
 	}
 	return data, nil
+}
+
+// readBody reads r to the end into a buffer of size bytes (the announced
+// Content-Length, or -1), doubling it when it is full: io.ReadAll grows by
+// append's smaller steps and, for a large chunked reply, allocates several
+// times the body in all.
+func readBody(r io.Reader, size int64) ([]byte, error) {
+	b := make([]byte, 0, max(size, 512))
+	for {
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+		if len(b) == cap(b) {
+			grown := make([]byte, len(b), 2*cap(b))
+			copy(grown, b)
+			b = grown
+		}
+	}
 }
 
 // restyLogger silences resty's own logging: this client logs through slog.
