@@ -663,7 +663,13 @@ func readLimited(r io.Reader, max, size int64) ([]byte, error) {
 // append's smaller steps and, for a large chunked reply, allocates several
 // times the body in all.
 func readBody(r io.Reader, size int64) ([]byte, error) {
-	b := make([]byte, 0, max(size, 512))
+	// One byte more than announced, so that reading the final EOF does not
+	// find the buffer full and double it.
+	capacity := size + 1
+	if size < 0 {
+		capacity = 512
+	}
+	b := make([]byte, 0, capacity)
 	for {
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
