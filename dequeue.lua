@@ -1,8 +1,10 @@
--- Dequeue: KEYS[1] = {p}:queue:{id}; ARGV[1] = the client's clock, Unix ms.
+-- Dequeue: KEYS[1] = {p}:queue:{id}; KEYS[2] = {p}:queue-corrupt:{id};
+-- ARGV[1] = the client's clock, Unix ms; ARGV[2] = the dead-letter TTL, ms.
 -- Pops and discards expired entries (expiresAt <= now) until it finds a live
--- one, which it pops and returns as {1, entry}. Returns nil when the queue
--- is empty. An entry whose expiresAt cannot be read is left at the head and
--- returned as {0, entry}, so nothing is lost.
+-- one, which it returns as {1, entry}. Returns nil when the queue is empty.
+-- An entry whose expiresAt cannot be read is moved to the dead-letter list
+-- KEYS[2] (kept for ARGV[2] ms) and returned as {0, entry}: it is not lost,
+-- and it no longer blocks the queue.
 --
 -- expiresAt is read from the end of the entry first: both JSON.stringify
 -- and Go write {"message":…,"enqueuedAt":N,"expiresAt":N}, so no full
@@ -24,15 +26,16 @@ local function expiresAt(raw)
   return nil
 end
 while true do
-  local raw = redis.call('LINDEX', KEYS[1], 0)
+  local raw = redis.call('LPOP', KEYS[1])
   if not raw then
     return false
   end
   local exp = expiresAt(raw)
   if not exp then
+    redis.call('RPUSH', KEYS[2], raw)
+    redis.call('PEXPIRE', KEYS[2], ARGV[2])
     return {0, raw}
   end
-  redis.call('LPOP', KEYS[1])
   if exp > now then
     return {1, raw}
   end

@@ -576,21 +576,23 @@ var dequeueScript = NewScript(dequeueSource)
 // The script reads expiresAt from the end of the entry, where both
 // JSON.stringify and Go write it, and decodes the entry with cjson only
 // when it is laid out otherwise; so a message of any size or depth costs no
-// decoding on the server. An entry whose expiresAt cannot be read (not
-// JSON, no numeric expiresAt) is not popped: Dequeue returns a
-// *CorruptValueError naming the key with the bytes in Raw (Index 0), and the
-// entry stays at the head of the queue. Nothing is lost, but the queue is
-// blocked until someone removes the entry (LPOP) or the list expires
-// (state-redis would throw on it after popping it). A popped live entry
-// that Go cannot decode is returned as a *CorruptValueError with Index -1
-// and the bytes in Raw. The script is never retried after the request may
-// have landed (the error then matches ErrOutcomeUnknown).
+// decoding on the server.
+//
+// A corrupt entry (not JSON, no numeric expiresAt, or not decodable by Go)
+// is moved to the dead-letter list {p}:queue-corrupt:{threadID}, kept for
+// seven days, and Dequeue returns a *CorruptValueError naming the queue,
+// with the bytes in Raw. Nothing is lost and the queue is not blocked: the
+// next Dequeue goes on with the next entry. (state-redis throws after
+// popping such an entry, losing it.) The "queue-corrupt" namespace is not
+// one that state-redis uses, so it cannot collide with a thread's queue.
+// The script is never retried after the request may have landed (the error
+// then matches ErrOutcomeUnknown).
 func (s *State) Dequeue(ctx context.Context, threadID string) (*QueueEntry, error) {
 	if err := checkID("thread id", threadID); err != nil {
 		return nil, err
 	}
-	rkey := s.key("queue", threadID)
-	v, err := dequeueScript.Run(ctx, s.c, []string{rkey}, wallNow().UnixMilli())
+	rkey, dead := s.key("queue", threadID), s.key("queue-corrupt", threadID)
+	v, err := dequeueScript.Run(ctx, s.c, []string{rkey, dead}, wallNow().UnixMilli(), deadLetterTTL.Milliseconds())
 	if err != nil {
 		return nil, err
 	}
@@ -607,17 +609,30 @@ func (s *State) Dequeue(ctx context.Context, threadID string) (*QueueEntry, erro
 		return nil, protocolErrorf("dequeue script replied %s", v)
 	}
 	if status != 1 {
-		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: errors.New("queue entry at the head cannot be decoded (left in place)")}
+		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry has no readable expiresAt; moved to %s", dead)}
 	}
 	var e QueueEntry
-	if !utf8.Valid(raw) {
-		return nil, &CorruptValueError{Key: rkey, Index: -1, Raw: raw, Err: errors.New("popped queue entry is not valid UTF-8")}
+	decodeErr := errors.New("not valid UTF-8")
+	if utf8.Valid(raw) {
+		decodeErr = json.Unmarshal(raw, &e)
 	}
-	if err := json.Unmarshal(raw, &e); err != nil {
-		return nil, &CorruptValueError{Key: rkey, Index: -1, Raw: raw, Err: fmt.Errorf("popped queue entry: %w", err)}
+	if decodeErr == nil {
+		return &e, nil
 	}
-	return &e, nil
+	// The script took the entry off the queue; keep its bytes in the
+	// dead-letter list rather than losing them.
+	results, err := s.c.Pipeline(ctx, Cmd("RPUSH", dead, raw), Cmd("PEXPIRE", dead, deadLetterTTL.Milliseconds()))
+	if err == nil {
+		err = results[0].Err
+	}
+	if err != nil {
+		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry cannot be decoded (%v) and could not be moved to %s: %w", decodeErr, dead, err)}
+	}
+	return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry cannot be decoded (%v); moved to %s", decodeErr, dead)}
 }
+
+// deadLetterTTL is how long {p}:queue-corrupt:{id} keeps corrupt entries.
+const deadLetterTTL = 7 * 24 * time.Hour
 
 // QueueDepth runs LLEN {p}:queue:{threadID}. Like state-redis, it counts
 // expired entries that Dequeue has not discarded yet.

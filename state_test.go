@@ -81,6 +81,15 @@ func rawInt(t *testing.T, c *upstash.Client, name string, args ...any) int64 {
 	return n
 }
 
+func rawStrings(t *testing.T, c *upstash.Client, name string, args ...any) []string {
+	t.Helper()
+	ss, err := raw(t, c, name, args...).Strings()
+	if err != nil {
+		t.Fatalf("%s %v: %v", name, args, err)
+	}
+	return ss
+}
+
 func pttl(t *testing.T, c *upstash.Client, key string) time.Duration {
 	t.Helper()
 	return time.Duration(rawInt(t, c, "PTTL", key)) * time.Millisecond
@@ -463,16 +472,31 @@ func TestStateCorruptValues(t *testing.T) {
 		t.Errorf("LLEN after a corrupt GetList = %d, want 3", n)
 	}
 
-	for _, bad := range []string{`not json`, `{"message":1}`, `{"message":1,"expiresAt":"soon"}`, `[1,2]`, `"str"`} {
-		raw(t, c, "DEL", "chat-sdk:queue:bad")
+	// A corrupt queue entry is moved to the dead-letter list, not lost, and
+	// does not block the queue: the next Dequeue returns the next entry.
+	// The last case has a readable expiresAt at its end but is not JSON, so
+	// the script pops it and Go moves it.
+	for _, bad := range []string{`not json`, `{"message":1}`, `{"message":1,"expiresAt":"soon"}`, `[1,2]`, `"str"`, `{"message":,"expiresAt":99999999999999}`} {
+		raw(t, c, "DEL", "chat-sdk:queue:bad", "chat-sdk:queue-corrupt:bad")
 		raw(t, c, "RPUSH", "chat-sdk:queue:bad", bad, `{"message":2,"enqueuedAt":1,"expiresAt":99999999999999}`)
 		e, err := s.Dequeue(ctx, "bad")
 		if !errors.As(err, &ce) || e != nil || ce.Key != "chat-sdk:queue:bad" || string(ce.Raw) != bad {
 			t.Errorf("Dequeue with head %s = %v, %v (%+v); want a *CorruptValueError", bad, e, err, ce)
 			continue
 		}
-		if n := rawInt(t, c, "LLEN", "chat-sdk:queue:bad"); n != 2 {
-			t.Errorf("LLEN after Dequeue of a corrupt head %s = %d, want 2 (nothing popped)", bad, n)
+		if !strings.Contains(err.Error(), "chat-sdk:queue-corrupt:bad") {
+			t.Errorf("Dequeue error %q does not name the dead-letter list", err)
+		}
+		dead := rawStrings(t, c, "LRANGE", "chat-sdk:queue-corrupt:bad", "0", "-1")
+		if len(dead) != 1 || dead[0] != bad {
+			t.Errorf("dead-letter list after Dequeue of %s = %q, want exactly the corrupt entry", bad, dead)
+		}
+		if ttl := rawInt(t, c, "PTTL", "chat-sdk:queue-corrupt:bad"); ttl <= 0 || ttl > 7*24*3600*1000 {
+			t.Errorf("dead-letter list PTTL = %d ms, want (0, 7 days]", ttl)
+		}
+		next, err := s.Dequeue(ctx, "bad")
+		if err != nil || next == nil || string(next.Message) != "2" {
+			t.Errorf("Dequeue after the corrupt entry %s = %+v, %v; want the next entry", bad, next, err)
 		}
 	}
 }
