@@ -64,8 +64,8 @@ type Client struct {
 // when it provably never reached the server (DNS, connect or TLS failures) or
 // when every command in it is safe to repeat; 5xx and 429 replies are retried
 // only in the second case. 4xx replies are never retried. The context's
-// deadline bounds all attempts: no retry starts if its backoff would end past
-// the deadline.
+// deadline bounds all attempts: no retry starts if its backoff would end
+// past the deadline, or less than 5 ms before it.
 type RetryPolicy struct {
 	// MaxRetries is the number of retries after the first attempt; 0 disables
 	// retries.
@@ -471,7 +471,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 		// No attempt starts once the context is done. (net/http would give
 		// up before any trace event, which mayHaveSent could not tell from
 		// a failure after sending.)
-		if ctxErr := ctx.Err(); ctxErr != nil {
+		if ctxErr := ctxDone(ctx); ctxErr != nil {
 			if attempt == 0 {
 				return nil, fmt.Errorf("upstash: %s: %w", label, ctxErr)
 			}
@@ -497,7 +497,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 		}
 		last, lastErr = out, err
 		wait := backoff/2 + rand.N(backoff/2+1)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+minAttemptTime {
 			return nil, c.finalError(context.DeadlineExceeded, err, out, idempotent, label)
 		}
 		c.log.DebugContext(ctx, "upstash: retrying", "command", label, "attempt", attempt+1, "wait", wait, "error", err)
@@ -510,6 +510,25 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 		}
 		backoff = min(backoff*2, policy.MaxBackoff)
 	}
+}
+
+// minAttemptTime is the least time a retry must have left after its
+// backoff. One started at the very end of the budget cannot succeed, and it
+// could turn a clean "never sent" into ErrOutcomeUnknown by reaching the
+// server just as the deadline cancels it.
+const minAttemptTime = 5 * time.Millisecond
+
+// ctxDone is ctx.Err(), except that it reports DeadlineExceeded as soon as
+// the deadline has passed: the context's own timer fires a little later, and
+// an attempt started in between would start after the deadline.
+func ctxDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }
 
 // retryable reports whether a failed attempt may be repeated.
