@@ -1042,6 +1042,40 @@ func TestResponseLimit(t *testing.T) {
 			}
 		})
 	}
+	for _, chunked := range []bool{false, true} {
+		t.Run(fmt.Sprintf("real server, chunked %v", chunked), func(t *testing.T) {
+			var n atomic.Int32
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				n.Add(1)
+				if !chunked {
+					w.Header().Set("Content-Length", strconv.Itoa(len(big)))
+				}
+				for i := 0; i < len(big); i += 100 {
+					_, _ = io.WriteString(w, big[i:min(i+100, len(big))])
+					if chunked {
+						w.(http.Flusher).Flush()
+					}
+				}
+			}))
+			defer srv.Close()
+			c, err := upstash.New(upstash.Config{URL: srv.URL, Token: "t"}, upstash.WithRetry(fastRetry),
+				upstash.WithLimits(upstash.Limits{MaxResponseBytes: 300}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.Do(ctxT(t), "GET", "k")
+			wantErrIs(t, err, upstash.ErrProtocol)
+			if got := n.Load(); got != 1 {
+				t.Fatalf("%d requests", got)
+			}
+			// Within the limit, the same server's reply decodes.
+			c, _ = upstash.New(upstash.Config{URL: srv.URL, Token: "t"}, upstash.WithLimits(upstash.Limits{MaxResponseBytes: int64(len(big))}))
+			v, err := c.Do(ctxT(t), "GET", "k")
+			if err != nil || len(text(t, v)) != 300 {
+				t.Fatalf("%v %v", v, err)
+			}
+		})
+	}
 	t.Run("at the limit", func(t *testing.T) {
 		c, mt, rec := newMock(t, upstash.WithLimits(upstash.Limits{MaxResponseBytes: int64(len(big))}))
 		on(mt, "", rec.reply(200, big))
