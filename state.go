@@ -283,10 +283,9 @@ func checkID(what, id string) error {
 // token passes too). Calling it at init time, outside the handler, moves the
 // TLS handshake out of the first invocation.
 func (s *State) Connect(ctx context.Context) error {
-	if err := s.c.Ping(ctx); err != nil {
-		return fmt.Errorf("upstash: connect: %w", err)
-	}
-	return nil
+	// The client's error already reads "upstash: PING: …"; a second
+	// prefix would only repeat it.
+	return s.c.Ping(ctx)
 }
 
 // Disconnect returns nil: HTTP holds no session to close. The State stays
