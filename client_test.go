@@ -599,6 +599,19 @@ func TestScriptRunFallsBackToEval(t *testing.T) {
 			t.Fatalf("%d calls", n)
 		}
 	})
+	t.Run("a script error that mentions noscript is not NOSCRIPT", func(t *testing.T) {
+		// Only the NOSCRIPT code means "not cached": a script that ran and
+		// failed with such a text must not run a second time as EVAL.
+		c, mt, rec := newMock(t)
+		on(mt, "", rec.reply(400, `{"error":"ERR user_script:1: noscript flag missing"}`))
+		_, err := script.Run(ctxT(t), c, []string{"k"}, "!")
+		if e := asError(t, err); e.IsNoScript() || e.Command != "EVALSHA" {
+			t.Fatalf("error %+v", *e)
+		}
+		if n := rec.count(); n != 1 {
+			t.Fatalf("%d calls, want 1 (no EVAL)", n)
+		}
+	})
 	t.Run("plain EVALSHA has no fallback", func(t *testing.T) {
 		c, mt, rec := newMock(t)
 		on(mt, "", rec.reply(200, noscript))
@@ -643,6 +656,28 @@ func TestScriptInPipelineFallsBackToEval(t *testing.T) {
 	want := `[["EVAL","return 1","1","k","a"],["EVAL","return 1","0","b"]]`
 	if string(calls[1].Body) != want {
 		t.Fatalf("second body %s, want %s", calls[1].Body, want)
+	}
+}
+
+func TestScriptInPipelineFallbackFailureKeepsOtherResults(t *testing.T) {
+	s1 := upstash.NewScript("return 1")
+	c, mt, rec := newMock(t, upstash.WithRetry(upstash.NoRetry))
+	on(mt, "/pipeline", rec.sequence(
+		canned{status: 200, body: `[{"result":"OK"},` + noscript + `,{"result":"eA=="}]`},
+		canned{status: 401, body: `{"error":"WRONGPASS invalid or missing auth token"}`},
+	))
+	res, err := c.Pipeline(ctxT(t), upstash.Cmd("SET", "k", "x"), s1.Cmd(nil), upstash.Cmd("GET", "k"))
+	if err != nil {
+		t.Fatalf("Pipeline = %v; the first request's results should be kept", err)
+	}
+	if len(res) != 3 || text(t, res[0].Value) != "OK" || text(t, res[2].Value) != "x" {
+		t.Fatalf("results %+v", res)
+	}
+	if !errors.Is(res[1].Err, upstash.ErrUnauthorized) || !strings.Contains(res[1].Err.Error(), "command 1") {
+		t.Fatalf("script result error = %v; want the follow-up's ErrUnauthorized naming command 1", res[1].Err)
+	}
+	if n := rec.count(); n != 2 {
+		t.Fatalf("%d calls", n)
 	}
 }
 
@@ -2157,6 +2192,11 @@ func TestTokenNeverLeaks(t *testing.T) {
 	}
 	logger.Info("config", "cfg", cfg, "client", client)
 	jsonLogger.Info("config", "cfg", cfg)
+	if b, err := json.Marshal(cfg); err != nil {
+		t.Errorf("json.Marshal(Config): %v", err)
+	} else {
+		texts = append(texts, string(b))
+	}
 
 	logMu.Lock()
 	texts = append(texts, logs.String())

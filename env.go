@@ -30,7 +30,7 @@ type Config struct {
 	// removed.
 	URL string
 	// Token is the REST token (full access or read-only).
-	Token string
+	Token string `json:"-"`
 	// AllowInsecureHTTP permits a plain http:// URL to a host other than a
 	// loopback address. Without it such a URL is refused, because the token
 	// would cross the network in clear text.

@@ -112,10 +112,9 @@ func withoutArgs(msg string) string {
 }
 
 // IsNoScript reports whether the error is Redis's NOSCRIPT: the script is
-// not in the server's cache.
-func (e *Error) IsNoScript() bool {
-	return e.Code == "NOSCRIPT" || strings.Contains(strings.ToLower(e.Message), "noscript")
-}
+// not in the server's cache. Only the error code counts: a script whose own
+// error text mentions "noscript" must not be run a second time as EVAL.
+func (e *Error) IsNoScript() bool { return e.Code == "NOSCRIPT" }
 
 // newError builds an *Error from a Redis error text.
 func newError(command string, index, status int, message string) *Error {

@@ -320,7 +320,12 @@ func (c *Client) Pipeline(ctx context.Context, cmds ...Command) ([]Result, error
 	if len(retry) > 0 {
 		again, err := c.batch(ctx, "/pipeline", retry)
 		if err != nil {
-			return nil, err
+			// The first request's other commands ran: keep their results
+			// and give each script that could not be re-sent this error.
+			for _, i := range at {
+				results[i].Err = fmt.Errorf("%s command %d: re-sending the script as EVAL after NOSCRIPT: %w", "PIPELINE", i, err)
+			}
+			return results, nil
 		}
 		for j, i := range at {
 			r := again[j]
