@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -62,11 +60,13 @@ func setup(t *testing.T) *env {
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@chat-adapter", "state-redis", "package.json")); err != nil {
 		skipOrFail(t, "the TypeScript adapter is not installed (%s/node_modules/@chat-adapter/state-redis is missing); fix: %s", tsDir, npmFix)
 	}
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
+	if _, err := exec.LookPath("redis-server"); err != nil {
 		skipOrFail(t, "redis-server is not on PATH; fix: %s", redisFix)
 	}
-	e.redisAddr = startRedisServer(t, bin)
+	// One private redis-server, started and stopped by upstashtest: the Go
+	// side reaches it through the REST server, the TypeScript side over TCP.
+	e.srv = upstashtest.NewServer(t, upstashtest.WithRedisServer())
+	e.redisAddr = e.srv.RedisAddr()
 	e.pool = &redis.Pool{
 		MaxIdle: 2,
 		Dial: func() (redis.Conn, error) {
@@ -78,7 +78,6 @@ func setup(t *testing.T) *env {
 	}
 	t.Cleanup(func() { e.pool.Close() })
 
-	e.srv = upstashtest.NewServer(t, upstashtest.WithRedisAddr(e.redisAddr))
 	e.client, err = upstash.New(upstash.Config{URL: e.srv.URL, Token: e.srv.Token})
 	if err != nil {
 		t.Fatalf("upstash.New: %v", err)
@@ -92,90 +91,6 @@ func setup(t *testing.T) *env {
 // state returns a Go State over the shared Redis.
 func (e *env) state(opts ...upstash.StateOption) *upstash.State {
 	return upstash.NewState(e.client, opts...)
-}
-
-// startRedisServer starts a private redis-server on a free 127.0.0.1 port,
-// without persistence, waits until it answers PING, stops it at cleanup,
-// and returns its address.
-func startRedisServer(t *testing.T, bin string) string {
-	t.Helper()
-	var lastErr error
-	for attempt := 0; attempt < 5; attempt++ {
-		addr, stop, err := tryStartRedis(bin, t.TempDir())
-		if err == nil {
-			t.Cleanup(stop)
-			out, _ := exec.Command(bin, "--version").Output()
-			t.Logf("redis-server on %s (%s)", addr, strings.TrimSpace(string(out)))
-			return addr
-		}
-		lastErr = err
-	}
-	t.Fatalf("could not start redis-server: %v", lastErr)
-	return ""
-}
-
-func tryStartRedis(bin, dir string) (addr string, stop func(), err error) {
-	port, err := freePort()
-	if err != nil {
-		return "", nil, err
-	}
-	addr = "127.0.0.1:" + strconv.Itoa(port)
-	var out syncBuffer
-	cmd := exec.Command(bin,
-		"--port", strconv.Itoa(port),
-		"--bind", "127.0.0.1",
-		"--save", "",
-		"--appendonly", "no",
-		"--daemonize", "no",
-		"--dir", dir,
-	)
-	cmd.Dir = dir
-	cmd.Stdout = &out
-	cmd.Stderr = &out
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("starting %s: %w", bin, err)
-	}
-	done := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(done)
-	}()
-	stop = func() {
-		select {
-		case <-done:
-			return
-		default:
-		}
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case <-done:
-			return "", nil, fmt.Errorf("redis-server on port %d exited at start; output:\n%s", port, out.String())
-		default:
-		}
-		c, err := redis.Dial("tcp", addr, redis.DialConnectTimeout(time.Second), redis.DialReadTimeout(time.Second))
-		if err == nil {
-			pong, perr := redis.String(c.Do("PING"))
-			c.Close()
-			if perr == nil && pong == "PONG" {
-				return addr, stop, nil
-			}
-			err = fmt.Errorf("PING: %q, %v", pong, perr)
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("redis-server on port %d did not answer PING within 15 s (%v); output:\n%s", port, err, out.String())
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }
 
 // ---------------------------------------------------------------- raw Redis
@@ -452,17 +367,6 @@ next:
 		env = append(env, kv)
 	}
 	return env
-}
-
-func freePort() (int, error) {
-	// Let the kernel pick a free port, then release it for redis-server. A
-	// race with another process is possible; the caller retries.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // syncBuffer is a bytes.Buffer safe for concurrent writers.
