@@ -1,20 +1,19 @@
 package interop_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/chatstate/upstash/internal/testtool"
 
 	"github.com/gomodule/redigo/redis"
 
@@ -33,9 +32,8 @@ const (
 	// maxNodeRuns keeps the suite fast on small CI machines.
 	maxNodeRuns = 60
 
-	redisFix = "apt-get update && apt-get install -y redis-server && service redis-server stop"
-	npmFix   = "npm ci --prefix interop/testdata/ts"
-	nodeFix  = "install Node.js 20 or later (e.g. apt-get install -y nodejs npm), then: " + npmFix
+	npmFix  = "npm ci --prefix interop/testdata/ts"
+	nodeFix = "install Node.js 20 or later (e.g. apt-get install -y nodejs npm), then: " + npmFix
 )
 
 // env is one redis-server shared by the TypeScript adapter (over TCP) and
@@ -56,13 +54,11 @@ func setup(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e := &env{dir: dir, node: requireNode(t)}
+	e := &env{dir: dir, node: testtool.RequireNode(t, nodeFix)}
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@chat-adapter", "state-redis", "package.json")); err != nil {
-		skipOrFail(t, "the TypeScript adapter is not installed (%s/node_modules/@chat-adapter/state-redis is missing); fix: %s", tsDir, npmFix)
+		testtool.SkipOrFail(t, "the TypeScript adapter is not installed (%s/node_modules/@chat-adapter/state-redis is missing); fix: %s", tsDir, npmFix)
 	}
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		skipOrFail(t, "redis-server is not on PATH; fix: %s", redisFix)
-	}
+	testtool.RequireRedisServer(t)
 	// One private redis-server, started and stopped by upstashtest: the Go
 	// side reaches it through the REST server, the TypeScript side over TCP.
 	e.srv = upstashtest.NewServer(t, upstashtest.WithRedisServer())
@@ -235,9 +231,9 @@ func (e *env) step(t *testing.T, name string, args any) json.RawMessage {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, e.node, "step.mjs", name, string(argJSON))
 	cmd.Dir = e.dir
-	cmd.Env = append(environWithout("REDIS_URL=", "NODE_OPTIONS="), "REDIS_URL=redis://"+e.redisAddr)
+	cmd.Env = append(testtool.EnvironWithout("REDIS_URL=", "NODE_OPTIONS="), "REDIS_URL=redis://"+e.redisAddr)
 	cmd.WaitDelay = 5 * time.Second
-	var stdout, stderr syncBuffer
+	var stdout, stderr testtool.SyncBuffer
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	e.nodeRuns.Add(1)
@@ -322,70 +318,6 @@ func (rs tsResults) find(t *testing.T, label string) opResult {
 }
 
 // ---------------------------------------------------------------- tools
-
-// requireNode returns the path of a node executable of version 20 or later.
-func requireNode(t *testing.T) string {
-	t.Helper()
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skipOrFail(t, "node is not on PATH; fix: %s", nodeFix)
-	}
-	out, err := exec.Command(node, "--version").Output()
-	if err != nil {
-		skipOrFail(t, "%s --version failed (%v); fix: %s", node, err, nodeFix)
-	}
-	version := strings.TrimSpace(string(out))
-	major, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(version, "v"), ".", 2)[0])
-	if err != nil || major < 20 {
-		skipOrFail(t, "node %s is too old, step.mjs needs 20 or later; fix: %s", version, nodeFix)
-	}
-	return node
-}
-
-// skipOrFail skips with the reason, or fails when CI is set: in CI a
-// missing tool must not let the interop test pass silently.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI is set, so this fails instead of skipping)", msg)
-	}
-	t.Skip(msg)
-}
-
-// environWithout returns os.Environ() minus variables with any of the
-// prefixes.
-func environWithout(prefixes ...string) []string {
-	var env []string
-next:
-	for _, kv := range os.Environ() {
-		for _, p := range prefixes {
-			if strings.HasPrefix(kv, p) {
-				continue next
-			}
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent writers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // ctx returns a context for the Go side of a subtest.
 func ctx(t *testing.T) context.Context {

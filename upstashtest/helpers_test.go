@@ -5,11 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
-	"os"
-	"os/exec"
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/chatstate/upstash/internal/testtool"
 
 	"github.com/chatstate/upstash/upstashtest"
 )
@@ -23,19 +23,9 @@ func eachBackend(t *testing.T, fn func(t *testing.T, s *upstashtest.Server), opt
 		fn(t, upstashtest.NewServer(t, append(opts, upstashtest.WithEmbedded())...))
 	})
 	t.Run("redis-server", func(t *testing.T) {
-		requireRedisServer(t)
+		testtool.RequireRedisServer(t)
 		fn(t, upstashtest.NewServer(t, append(opts, upstashtest.WithRedisServer())...))
 	})
-}
-
-func requireRedisServer(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("redis-server not installed (required when CI is set); apt-get install -y redis-server")
-		}
-		t.Skip("redis-server not installed; apt-get install -y redis-server")
-	}
 }
 
 // req is one raw HTTP request to a Server.

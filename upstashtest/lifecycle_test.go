@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chatstate/upstash/internal/testtool"
 	"github.com/chatstate/upstash/upstashtest"
 )
 
@@ -35,7 +36,7 @@ func TestFastForward(t *testing.T) {
 }
 
 func TestFastForwardNeedsEmbedded(t *testing.T) {
-	requireRedisServer(t)
+	testtool.RequireRedisServer(t)
 	s := upstashtest.NewServer(t, upstashtest.WithRedisServer())
 	if s.Embedded() {
 		t.Fatal("Embedded() = true with WithRedisServer")
@@ -92,7 +93,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 	}{{"embedded", upstashtest.WithEmbedded()}, {"redis-server", upstashtest.WithRedisServer()}} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.name == "redis-server" {
-				requireRedisServer(t)
+				testtool.RequireRedisServer(t)
 			}
 			time.Sleep(50 * time.Millisecond) // let earlier tests' connections wind down
 			before := runtime.NumGoroutine()
@@ -138,7 +139,7 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 }
 
 func TestCloseStopsRedisServer(t *testing.T) {
-	requireRedisServer(t)
+	testtool.RequireRedisServer(t)
 	s, err := upstashtest.Start(upstashtest.WithRedisServer())
 	if err != nil {
 		t.Fatal(err)
@@ -194,7 +195,7 @@ func TestHandlerMounted(t *testing.T) {
 
 func TestBackendSelection(t *testing.T) {
 	t.Run("env redis-server", func(t *testing.T) {
-		requireRedisServer(t)
+		testtool.RequireRedisServer(t)
 		t.Setenv(upstashtest.EnvRedis, "redis-server")
 		if s := upstashtest.NewServer(t); s.Embedded() {
 			t.Error("UPSTASHTEST_REDIS=redis-server gave the embedded backend")

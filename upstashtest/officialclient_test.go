@@ -3,7 +3,6 @@ package upstashtest_test
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -14,6 +13,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/chatstate/upstash/internal/testtool"
 
 	"github.com/chatstate/upstash/upstashtest"
 )
@@ -40,9 +41,9 @@ func TestOfficialClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	node := requireNode(t)
+	node := testtool.RequireNode(t, "install Node.js 20 or later (e.g. apt-get install -y nodejs npm), then: npm ci --prefix upstashtest/testdata/official-client")
 	if _, err := os.Stat(filepath.Join(dir, "node_modules", "@upstash", "redis", "package.json")); err != nil {
-		skipOrFail(t, "the official client is not installed (%s/node_modules/@upstash/redis is missing); "+
+		testtool.SkipOrFail(t, "the official client is not installed (%s/node_modules/@upstash/redis is missing); "+
 			"fix: npm ci --prefix upstashtest/testdata/official-client", officialClientDir)
 	}
 
@@ -64,7 +65,7 @@ func TestOfficialClient(t *testing.T) {
 		t.Run(b.name, func(t *testing.T) {
 			if b.needs != "" {
 				if _, err := exec.LookPath(b.needs); err != nil {
-					skipOrFail(t, "%s is not on PATH; fix: %s", b.needs, b.fix)
+					testtool.SkipOrFail(t, "%s is not on PATH; fix: %s", b.needs, b.fix)
 				}
 			}
 			srv := upstashtest.NewServer(t, b.option())
@@ -84,14 +85,14 @@ func runOfficialClient(t *testing.T, node, dir string, srv *upstashtest.Server) 
 
 	cmd := exec.CommandContext(ctx, node, "check.mjs")
 	cmd.Dir = dir
-	cmd.Env = append(environWithout("UPSTASH_REDIS_REST_", "KV_REST_API_", "CHECK_FILTER"),
+	cmd.Env = append(testtool.EnvironWithout("UPSTASH_REDIS_REST_", "KV_REST_API_", "CHECK_FILTER"),
 		"UPSTASH_REDIS_REST_URL="+srv.URL,
 		"UPSTASH_REDIS_REST_TOKEN="+srv.Token,
 		"UPSTASH_REDIS_REST_READ_ONLY_TOKEN="+srv.ReadOnlyToken,
 	)
 	cmd.WaitDelay = 5 * time.Second
 
-	var out syncBuffer
+	var out testtool.SyncBuffer
 	var w io.Writer = &out
 	if testing.Verbose() {
 		w = io.MultiWriter(&out, &lineLogger{t: t})
@@ -149,74 +150,6 @@ func checkServerSawClient(t *testing.T, srv *upstashtest.Server, passed int) {
 			t.Errorf("server stats: no %s command seen; commands: %v", name, st.Commands)
 		}
 	}
-}
-
-// requireNode returns the path of a node executable of version 20 or later.
-func requireNode(t *testing.T) string {
-	t.Helper()
-	const fix = "install Node.js 20 or later (e.g. apt-get install -y nodejs npm), then: " +
-		"npm ci --prefix upstashtest/testdata/official-client"
-	node, err := exec.LookPath("node")
-	if err != nil {
-		skipOrFail(t, "node is not on PATH; fix: %s", fix)
-	}
-	out, err := exec.Command(node, "--version").Output()
-	if err != nil {
-		skipOrFail(t, "%s --version failed (%v); fix: %s", node, err, fix)
-	}
-	version := strings.TrimSpace(string(out))
-	major, err := strconv.Atoi(strings.SplitN(strings.TrimPrefix(version, "v"), ".", 2)[0])
-	if err != nil || major < 20 {
-		skipOrFail(t, "node %s is too old, check.mjs needs 20 or later; fix: %s", version, fix)
-	}
-	return node
-}
-
-// skipOrFail skips with the reason, or fails when CI is set: in CI a missing
-// tool must not let the conformance check pass silently.
-func skipOrFail(t *testing.T, format string, args ...any) {
-	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if os.Getenv("CI") != "" {
-		t.Fatalf("%s (CI is set, so this fails instead of skipping)", msg)
-	}
-	t.Skip(msg)
-}
-
-// environWithout returns os.Environ() minus variables with any of the
-// prefixes, so that a developer's real Upstash credentials never reach the
-// checks.
-func environWithout(prefixes ...string) []string {
-	var env []string
-next:
-	for _, kv := range os.Environ() {
-		for _, p := range prefixes {
-			if strings.HasPrefix(kv, p) {
-				continue next
-			}
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// syncBuffer is a bytes.Buffer safe for the concurrent writes of a
-// command's stdout and stderr copiers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // lineLogger streams whole lines of node output to t.Log (with -v).

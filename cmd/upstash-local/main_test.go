@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/chatstate/upstash/internal/testtool"
 )
 
 // buildBinary compiles the command into a temporary directory.
@@ -171,12 +173,7 @@ func TestUpstashLocal(t *testing.T) {
 	})
 
 	t.Run("redis-server", func(t *testing.T) {
-		if _, err := exec.LookPath("redis-server"); err != nil {
-			if os.Getenv("CI") != "" {
-				t.Fatal("redis-server not installed (required when CI is set); apt-get install -y redis-server")
-			}
-			t.Skip("redis-server not installed; apt-get install -y redis-server")
-		}
+		testtool.RequireRedisServer(t)
 		c, env, waited := startBinary(t, bin, "-addr", "127.0.0.1:0", "-token", "t", "-redis-server")
 		if !strings.Contains(env["banner"], "redis-server") {
 			t.Errorf("banner %q", env["banner"])
