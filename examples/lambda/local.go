@@ -435,19 +435,10 @@ func verify(ctx context.Context, r *run, state *upstash.State, rep *report) {
 				problem("%s (not subscribed) reached the bot %d times", id, calls[id])
 			}
 		}
-		items, err := state.GetList(ctx, chatbot.HistoryKey(th))
+		seen, err := chatbot.HistoryCounts(ctx, state, th)
 		if err != nil {
 			problem("reading %s history: %v", th, err)
 			continue
-		}
-		seen := map[string]int{}
-		for _, raw := range items {
-			var it chatbot.HistoryItem
-			if err := json.Unmarshal(raw, &it); err != nil {
-				problem("%s history: bad item: %v", th, err)
-				continue
-			}
-			seen[it.MessageID]++
 		}
 		for id := range want {
 			if seen[id] != 1 {

@@ -84,18 +84,9 @@ func hookFor(thread, id, text string) chatbot.Webhook {
 // history returns how many times each message id is in the thread's history.
 func history(t *testing.T, srv *upstashtest.Server, thread string) map[string]int {
 	t.Helper()
-	state := upstash.NewState(mustClient(t, srv))
-	items, err := state.GetList(context.Background(), chatbot.HistoryKey(thread))
+	seen, err := chatbot.HistoryCounts(context.Background(), upstash.NewState(mustClient(t, srv)), thread)
 	if err != nil {
 		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	for _, raw := range items {
-		var it chatbot.HistoryItem
-		if err := json.Unmarshal(raw, &it); err != nil {
-			t.Fatal(err)
-		}
-		seen[it.MessageID]++
 	}
 	return seen
 }

@@ -80,17 +80,9 @@ func history(t *testing.T, srv *upstashtest.Server, thread string) map[string]in
 	if err != nil {
 		t.Fatal(err)
 	}
-	items, err := upstash.NewState(c).GetList(context.Background(), chatbot.HistoryKey(thread))
+	seen, err := chatbot.HistoryCounts(context.Background(), upstash.NewState(c), thread)
 	if err != nil {
 		t.Fatal(err)
-	}
-	seen := map[string]int{}
-	for _, raw := range items {
-		var it chatbot.HistoryItem
-		if err := json.Unmarshal(raw, &it); err != nil {
-			t.Fatal(err)
-		}
-		seen[it.MessageID]++
 	}
 	return seen
 }

@@ -9,11 +9,14 @@ package chatbot
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/chatstate/upstash"
 )
 
 // Webhook is the small chat webhook the examples accept:
@@ -105,4 +108,22 @@ type HistoryItem struct {
 	User      string    `json:"user,omitempty"`
 	Text      string    `json:"text"`
 	At        time.Time `json:"at"`
+}
+
+// HistoryCounts reads the thread's history and returns how many times each
+// message id appears in it: a message handled exactly once appears once.
+func HistoryCounts(ctx context.Context, state upstash.StateAdapter, threadID string) (map[string]int, error) {
+	items, err := state.GetList(ctx, HistoryKey(threadID))
+	if err != nil {
+		return nil, err
+	}
+	seen := make(map[string]int, len(items))
+	for i, raw := range items {
+		var it HistoryItem
+		if err := json.Unmarshal(raw, &it); err != nil {
+			return nil, fmt.Errorf("%s item %d: %w", HistoryKey(threadID), i, err)
+		}
+		seen[it.MessageID]++
+	}
+	return seen, nil
 }
