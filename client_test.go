@@ -32,6 +32,7 @@ import (
 	"github.com/jarcoal/httpmock"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/internal/testtool"
 )
 
 const (
@@ -2093,10 +2094,9 @@ func TestSlowServerDeadline(t *testing.T) {
 // and argument and checks that neither appears in any error text, log line
 // or printed configuration.
 func TestTokenNeverLeaks(t *testing.T) {
-	var logs bytes.Buffer
-	var logMu sync.Mutex
-	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	jsonLogger := slog.New(slog.NewJSONHandler(lockedWriter{&logMu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	var logs testtool.SyncBuffer // both loggers write here
+	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	jsonLogger := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	var texts []string
 	collect := func(err error) {
 		if err != nil {
@@ -2198,9 +2198,7 @@ func TestTokenNeverLeaks(t *testing.T) {
 		texts = append(texts, string(b))
 	}
 
-	logMu.Lock()
 	texts = append(texts, logs.String())
-	logMu.Unlock()
 	if !strings.Contains(logs.String(), "upstash: retrying") {
 		t.Error("the debug log has no retry lines; the test does not cover them")
 	}
@@ -2212,15 +2210,4 @@ func TestTokenNeverLeaks(t *testing.T) {
 			t.Errorf("an argument value leaked: %s", txt)
 		}
 	}
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }

@@ -9,7 +9,6 @@ import (
 	"net/http/httptest"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -323,26 +322,8 @@ func TestFlushAll(t *testing.T) {
 	})
 }
 
-// lockedBuffer is a bytes.Buffer safe for the logger's concurrent writes.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestLoggerNeverLogsTokens(t *testing.T) {
-	var logs lockedBuffer
+	var logs testtool.SyncBuffer
 	logger := slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	s := upstashtest.NewServer(t, upstashtest.WithEmbedded(), upstashtest.WithLogger(logger),
 		upstashtest.WithToken("sekrit-full-token"), upstashtest.WithReadOnlyToken("sekrit-ro-token"))

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -21,6 +19,7 @@ import (
 	"github.com/aws/aws-lambda-go/events"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/internal/testtool"
 	"github.com/chatstate/upstash/upstashtest"
 )
 
@@ -31,24 +30,6 @@ type fakeRuntimeAPI struct {
 	events    chan []byte
 	responses chan string // "<request id> <status> <body>"
 	seq       atomic.Int64
-}
-
-// syncBuffer is a bytes.Buffer safe for a writer and a reader at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 func (f *fakeRuntimeAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -108,7 +89,7 @@ func TestBootstrapUnderRuntimeAPI(t *testing.T) {
 	rt := httptest.NewServer(api)
 	defer rt.Close()
 
-	var stdout, stderr syncBuffer
+	var stdout, stderr testtool.SyncBuffer
 	cmd := exec.Command(bin)
 	cmd.Env = []string{
 		"AWS_LAMBDA_RUNTIME_API=" + strings.TrimPrefix(rt.URL, "http://"),
