@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"math"
 	"strconv"
 	"unicode/utf8"
@@ -177,6 +176,10 @@ var (
 	strictRaw = base64.RawStdEncoding.Strict()
 )
 
+// decodeBase64 decodes s as strict padded base64, then as strict unpadded
+// base64; if it is neither, s itself is the value (kept raw, as the official
+// client does). decodeBase64Bytes is the same rule for a []byte; the two
+// stay separate so that neither path copies its input first.
 func decodeBase64(s string) []byte {
 	if b, err := strictStd.DecodeString(s); err == nil {
 		return b
@@ -185,6 +188,19 @@ func decodeBase64(s string) []byte {
 		return b
 	}
 	return []byte(s)
+}
+
+// decodeBase64Bytes is decodeBase64 for src, which the caller owns.
+func decodeBase64Bytes(src []byte) []byte {
+	// The unpadded bound is the larger one (for "OA", 1 byte against 0).
+	buf := make([]byte, strictRaw.DecodedLen(len(src)))
+	if n, err := strictStd.Decode(buf, src); err == nil {
+		return buf[:n]
+	}
+	if n, err := strictRaw.Decode(buf, src); err == nil {
+		return buf[:n]
+	}
+	return src
 }
 
 // fastValue decodes the common results without a JSON decoder: null, an
@@ -213,15 +229,7 @@ func fastValue(raw []byte, b64 bool) (Value, bool) {
 	if !b64 || string(str) == "OK" {
 		return Value{kind: KindString, str: str}, true
 	}
-	// The unpadded bound is the larger one (for "OA", 1 byte against 0).
-	buf := make([]byte, strictRaw.DecodedLen(len(str)))
-	if n, err := strictStd.Decode(buf, str); err == nil {
-		return Value{kind: KindString, str: buf[:n]}, true
-	}
-	if n, err := strictRaw.Decode(buf, str); err == nil {
-		return Value{kind: KindString, str: buf[:n]}, true
-	}
-	return Value{kind: KindString, str: str}, true
+	return Value{kind: KindString, str: decodeBase64Bytes(str)}, true
 }
 
 // reply is one {"result": ...} or {"error": ...} object.
@@ -236,17 +244,13 @@ type reply struct {
 // buffer) serves.
 func parseReplies(data []byte, v any) error { return json.Unmarshal(data, v) }
 
-// parseJSON decodes data into v keeping numbers as json.Number.
+// parseJSON decodes one JSON value into v keeping numbers as json.Number.
+// Its input is a reply's raw "result", which json.Unmarshal has already cut
+// to exactly one value, so there is no trailing data to look for.
 func parseJSON(data []byte, v any) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber()
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return fmt.Errorf("trailing data after JSON value")
-	}
-	return nil
+	return dec.Decode(v)
 }
 
 // resultValue decodes a reply's result; it is an error for it to be missing.
