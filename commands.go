@@ -104,7 +104,7 @@ var keylessCommands = map[string]bool{
 	"PING": true, "ECHO": true, "TIME": true, "DBSIZE": true, "KEYS": true,
 	"SCAN": true, "SCRIPT": true, "FLUSHDB": true, "FLUSHALL": true, "INFO": true,
 	"PUBLISH": true, "RANDOMKEY": true, "COMMAND": true, "CONFIG": true,
-	"MULTI": true, "EXEC": true, "FUNCTION": true, "FCALL": false,
+	"MULTI": true, "EXEC": true, "FUNCTION": true,
 }
 
 // allKeyCommands take only keys as arguments.

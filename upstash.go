@@ -323,7 +323,7 @@ func (c *Client) Pipeline(ctx context.Context, cmds ...Command) ([]Result, error
 			// The first request's other commands ran: keep their results
 			// and give each script that could not be re-sent this error.
 			for _, i := range at {
-				results[i].Err = fmt.Errorf("%s command %d: re-sending the script as EVAL after NOSCRIPT: %w", "PIPELINE", i, err)
+				results[i].Err = fmt.Errorf("PIPELINE command %d: re-sending the script as EVAL after NOSCRIPT: %w", i, err)
 			}
 			return results, nil
 		}
