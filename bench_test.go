@@ -10,30 +10,12 @@ package upstash_test
 import (
 	"context"
 	"encoding/base64"
-	"io"
-	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/chatstate/upstash"
 	"github.com/chatstate/upstash/upstashtest"
 )
-
-// memoryTransport answers from memory with a canned body per path.
-type memoryTransport map[string]string
-
-func (m memoryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	if req.Body != nil {
-		_, _ = io.Copy(io.Discard, req.Body)
-		req.Body.Close()
-	}
-	body := m[req.URL.Path]
-	return &http.Response{
-		StatusCode: 200, ContentLength: int64(len(body)),
-		Header: http.Header{"Content-Type": {"application/json"}, "Upstash-Sync-Token": {"tok-1"}},
-		Body:   io.NopCloser(strings.NewReader(body)), Request: req,
-	}, nil
-}
 
 var benchScript = upstash.NewScript("return redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])")
 

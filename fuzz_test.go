@@ -7,10 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"net/http"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"unicode/utf8"
 
@@ -140,37 +138,6 @@ func referenceValue(x any, b64 bool, depth int) (upstash.Value, bool) {
 		return upstash.ArrayValue(vs...), true
 	}
 	return upstash.Value{}, false
-}
-
-// captureTransport answers every request with {"result":"OK"} from memory
-// and keeps the last body.
-type captureTransport struct {
-	mu   sync.Mutex
-	n    int
-	last []byte
-}
-
-func (c *captureTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	body, err := io.ReadAll(req.Body)
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	c.n++
-	c.last = body
-	c.mu.Unlock()
-	return &http.Response{
-		StatusCode: 200, Header: http.Header{"Content-Type": {"application/json"}},
-		Body: io.NopCloser(strings.NewReader(`{"result":"OK"}`)), Request: req,
-	}, nil
-}
-
-func (c *captureTransport) take() (int, []byte) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	n, b := c.n, c.last
-	c.n, c.last = 0, nil
-	return n, b
 }
 
 // FuzzArgumentEncoding: any string is either refused with ErrInvalidArgument
