@@ -14,6 +14,8 @@ import (
 
 // Lock is a held per-thread lock, as the Chat SDK's Lock type. Its JSON form
 // is exactly the TypeScript one: {"threadId":…,"token":…,"expiresAt":<Unix ms>}.
+// Locks come from AcquireLock (or from JSON); a Lock with an empty ThreadID
+// or Token, the zero value included, is refused by every method.
 type Lock struct {
 	// ThreadID is the lock key the lock was taken for (a thread id, or a
 	// channel id under the channel lock scope); JSON "threadId".
@@ -23,7 +25,9 @@ type Lock struct {
 	Token string `json:"-"`
 	// ExpiresAt is when the lock lapses unless extended, by the local clock;
 	// JSON "expiresAt", Unix ms. It is computed from the time just before the
-	// request was sent, so it is never later than the server's expiry.
+	// request was sent, so it is never later than the server's expiry. The
+	// zero time (JSON 0) means unknown: KeepLockAlive then assumes a full
+	// ttl is left.
 	ExpiresAt time.Time `json:"-"`
 }
 
@@ -56,7 +60,7 @@ const tokenPrefix = "go_"
 func newToken() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
-		return "", fmt.Errorf("upstash: lock token: %w", err)
+		return "", fmt.Errorf("lock token: %w", err)
 	}
 	return tokenPrefix + hex.EncodeToString(b[:]), nil
 }
@@ -96,18 +100,23 @@ func msFloor(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
 // ErrOutcomeUnknown; the lock may then be held under a token nobody knows
 // until ttl passes.
 func (s *State) AcquireLock(ctx context.Context, threadID string, ttl time.Duration) (*Lock, error) {
+	lock, err := s.acquireLock(ctx, threadID, ttl)
+	return lock, opError("AcquireLock", err)
+}
+
+func (s *State) acquireLock(ctx context.Context, threadID string, ttl time.Duration) (*Lock, error) {
 	if err := checkID("thread id", threadID); err != nil {
 		return nil, err
 	}
 	if ttl <= 0 {
-		return nil, fmt.Errorf("%w: AcquireLock %q: TTL must be positive, got %v", ErrInvalidArgument, threadID, ttl)
+		return nil, fmt.Errorf("%w: thread %q: TTL must be positive, got %v", ErrInvalidArgument, threadID, ttl)
 	}
 	token, err := newToken()
 	if err != nil {
 		return nil, err
 	}
-	rkey := s.key("lock", threadID)
-	before := wallNow()
+	rkey := s.lockKey(threadID)
+	before := s.now()
 	lock := &Lock{ThreadID: threadID, Token: token, ExpiresAt: msFloor(before.Add(ttl))}
 	v, err := s.c.Run(ctx, Cmd("SET", rkey, token, "NX", "PX", durationMillis(ttl)))
 	if errors.Is(err, ErrOutcomeUnknown) {
@@ -130,10 +139,10 @@ func (s *State) AcquireLock(ctx context.Context, threadID string, ttl time.Durat
 // the primary like every script) then makes sure no lock is left behind
 // under a token nobody knows.
 func (s *State) resolveAcquire(ctx context.Context, lock *Lock, setErr error) (*Lock, error) {
-	rkey := s.key("lock", lock.ThreadID)
+	rkey := s.lockKey(lock.ThreadID)
 	got, err := s.c.Run(ctx, Cmd("GET", rkey))
 	if err != nil {
-		return nil, fmt.Errorf("%w (reading the lock back failed too: %w)", setErr, err)
+		return nil, fmt.Errorf("%w (reading the lock back failed too: %w)", unprefixed{setErr}, unprefixed{err})
 	}
 	if b, berr := got.Bytes(); berr == nil && string(b) == lock.Token {
 		return lock, nil
@@ -154,10 +163,10 @@ var releaseScript = NewScript(releaseSource).Idempotent()
 // lock or one without ThreadID or Token is refused with ErrInvalidArgument.
 func (s *State) ReleaseLock(ctx context.Context, lock *Lock) error {
 	if err := checkLock(lock); err != nil {
-		return err
+		return opError("ReleaseLock", err)
 	}
-	_, err := releaseScript.Run(ctx, s.c, []string{s.key("lock", lock.ThreadID)}, lock.Token)
-	return err
+	_, err := releaseScript.Run(ctx, s.c, []string{s.lockKey(lock.ThreadID)}, lock.Token)
+	return opError("ReleaseLock", err)
 }
 
 //go:embed extend.lua
@@ -175,14 +184,19 @@ var extendScript = NewScript(extendSource).Idempotent()
 // (in state-redis, PEXPIRE 0 deletes the lock yet reports true). The script
 // is retried after a lost reply, since a second run has the same effect.
 func (s *State) ExtendLock(ctx context.Context, lock *Lock, ttl time.Duration) (bool, error) {
+	ok, err := s.extendLock(ctx, lock, ttl)
+	return ok, opError("ExtendLock", err)
+}
+
+func (s *State) extendLock(ctx context.Context, lock *Lock, ttl time.Duration) (bool, error) {
 	if err := checkLock(lock); err != nil {
 		return false, err
 	}
 	if ttl <= 0 {
-		return false, fmt.Errorf("%w: ExtendLock %q: TTL must be positive, got %v", ErrInvalidArgument, lock.ThreadID, ttl)
+		return false, fmt.Errorf("%w: thread %q: TTL must be positive, got %v", ErrInvalidArgument, lock.ThreadID, ttl)
 	}
-	before := wallNow()
-	v, err := extendScript.Run(ctx, s.c, []string{s.key("lock", lock.ThreadID)}, lock.Token, durationMillis(ttl))
+	before := s.now()
+	v, err := extendScript.Run(ctx, s.c, []string{s.lockKey(lock.ThreadID)}, lock.Token, durationMillis(ttl))
 	if err != nil {
 		return false, err
 	}
@@ -199,10 +213,10 @@ func (s *State) ExtendLock(ctx context.Context, lock *Lock, ttl time.Duration) (
 // ReleaseLock does nothing, because its token no longer matches.
 func (s *State) ForceReleaseLock(ctx context.Context, threadID string) error {
 	if err := checkID("thread id", threadID); err != nil {
-		return err
+		return opError("ForceReleaseLock", err)
 	}
-	_, err := s.c.Run(ctx, Cmd("DEL", s.key("lock", threadID)).Idempotent())
-	return err
+	_, err := s.c.Run(ctx, Cmd("DEL", s.lockKey(threadID)).Idempotent())
+	return opError("ForceReleaseLock", err)
 }
 
 // KeepLockAlive extends lock to ttl every ttl/3 for as long as a handler
@@ -245,30 +259,31 @@ func (s *State) KeepLockAlive(ctx context.Context, lock *Lock, ttl time.Duration
 }
 
 func (s *State) heartbeat(ctx context.Context, lock *Lock, ttl time.Duration, lost chan struct{}) {
+	clk := s.clk()
 	interval := max(ttl/3, time.Millisecond)
 	// The last moment the lock is known to be held until, by the wall clock.
-	held := wallNow().Add(ttl)
+	held := clk.now().Add(ttl)
 	if !lock.ExpiresAt.IsZero() && lock.ExpiresAt.Before(held) {
 		held = lock.ExpiresAt
 	}
 	// The first extend comes early enough for a lock that has less than ttl
 	// left.
-	timer := time.NewTimer(min(interval, max(time.Until(held)/2, time.Millisecond)))
-	defer timer.Stop()
+	timer := clk.newTimer(min(interval, max(held.Sub(clk.now())/2, time.Millisecond)))
+	defer timer.stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
-		case <-timer.C:
+		case <-timer.c():
 		}
-		now := wallNow()
+		now := clk.now()
 		if !now.Before(held) {
 			close(lost)
 			return
 		}
 		// An extend that cannot finish before the lock lapses is useless.
-		callCtx, cancel := context.WithDeadline(ctx, held)
-		ok, err := s.ExtendLock(callCtx, lock, ttl)
+		callCtx, cancel := context.WithTimeout(ctx, held.Sub(now))
+		ok, err := s.extendLock(callCtx, lock, ttl)
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -280,6 +295,54 @@ func (s *State) heartbeat(ctx context.Context, lock *Lock, ttl time.Duration, lo
 			held = lock.ExpiresAt
 		}
 		// After an error, try again at the next tick while time is left.
-		timer.Reset(min(interval, max(time.Until(held), 0)))
+		timer.reset(min(interval, max(held.Sub(clk.now()), 0)))
 	}
 }
+
+// clock is the time source of the lock code. NewState gives every State
+// the wall clock; this package's tests give theirs a manual clock, to move
+// KeepLockAlive's heartbeat tick by tick instead of waiting for it.
+type clock interface {
+	// now returns the current wall-clock time, without a monotonic reading.
+	now() time.Time
+	// newTimer starts a timer that fires once, d from now.
+	newTimer(d time.Duration) clockTimer
+}
+
+// clockTimer is a timer of a clock, as time.Timer.
+type clockTimer interface {
+	// c delivers the time when the timer fires.
+	c() <-chan time.Time
+	// reset restarts a stopped or fired (and drained) timer, to fire d from
+	// now.
+	reset(d time.Duration)
+	// stop stops the timer.
+	stop()
+}
+
+// wallClock is the clock of time.Now and time.Timer.
+type wallClock struct{}
+
+func (wallClock) now() time.Time { return wallNow() }
+
+func (wallClock) newTimer(d time.Duration) clockTimer { return wallTimer{time.NewTimer(d)} }
+
+type wallTimer struct{ t *time.Timer }
+
+func (w wallTimer) c() <-chan time.Time { return w.t.C }
+
+func (w wallTimer) reset(d time.Duration) { w.t.Reset(d) }
+
+func (w wallTimer) stop() { w.t.Stop() }
+
+// clk returns the State's clock (the wall clock for a State not made by
+// NewState).
+func (s *State) clk() clock {
+	if s.clock == nil {
+		return wallClock{}
+	}
+	return s.clock
+}
+
+// now is the current time by the State's clock.
+func (s *State) now() time.Time { return s.clk().now() }

@@ -1,0 +1,221 @@
+package upstash
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// QueueEntry is one queued message, as the Chat SDK's QueueEntry type. Its
+// JSON form is exactly the TypeScript one:
+// {"message":…,"enqueuedAt":<Unix ms>,"expiresAt":<Unix ms>}. The zero
+// value is not enqueueable (it has no Message and no ExpiresAt); build
+// entries with NewQueueEntry.
+type QueueEntry struct {
+	// Message is the message's JSON text (in the Chat SDK, Message.toJSON()).
+	// Empty (the zero value) is encoded as null and refused by Enqueue.
+	Message json.RawMessage `json:"message"`
+	// EnqueuedAt is when the entry was made; JSON "enqueuedAt", Unix ms. The
+	// zero time is encoded as 0.
+	EnqueuedAt time.Time `json:"-"`
+	// ExpiresAt is when the entry goes stale; JSON "expiresAt", Unix ms.
+	// Dequeue discards entries whose ExpiresAt has passed. The zero time is
+	// encoded as 0 and refused by Enqueue.
+	ExpiresAt time.Time `json:"-"`
+}
+
+// NewQueueEntry encodes message as JSON and returns an entry enqueued now
+// that expires after ttl. It fails with an error matching
+// ErrInvalidArgument if message cannot be encoded (see State.Set) or ttl is
+// not positive.
+func NewQueueEntry(message any, ttl time.Duration) (QueueEntry, error) {
+	if ttl <= 0 {
+		return QueueEntry{}, opError("NewQueueEntry", fmt.Errorf("%w: TTL must be positive, got %v", ErrInvalidArgument, ttl))
+	}
+	data, err := encodeJSON("queue entry message", message)
+	if err != nil {
+		return QueueEntry{}, opError("NewQueueEntry", err)
+	}
+	now := wallNow()
+	return QueueEntry{Message: data, EnqueuedAt: now, ExpiresAt: now.Add(ttl)}, nil
+}
+
+// queueEntryJSON is the wire form of QueueEntry.
+type queueEntryJSON struct {
+	Message    json.RawMessage `json:"message"`
+	EnqueuedAt unixMillis      `json:"enqueuedAt"`
+	ExpiresAt  unixMillis      `json:"expiresAt"`
+}
+
+// MarshalJSON encodes the entry as {"message":…,"enqueuedAt":…,"expiresAt":…}
+// with the times as integer Unix milliseconds (a zero time as 0). An empty
+// Message is encoded as null.
+func (e QueueEntry) MarshalJSON() ([]byte, error) {
+	msg := e.Message
+	if len(msg) == 0 {
+		msg = json.RawMessage("null")
+	}
+	return marshalCompat(queueEntryJSON{Message: msg, EnqueuedAt: unixMillis(e.EnqueuedAt), ExpiresAt: unixMillis(e.ExpiresAt)})
+}
+
+// UnmarshalJSON decodes the TypeScript form. Times may be integers or
+// fractional numbers of Unix milliseconds; 0, null or a missing field gives
+// the zero time.
+func (e *QueueEntry) UnmarshalJSON(data []byte) error {
+	var w queueEntryJSON
+	if err := json.Unmarshal(data, &w); err != nil {
+		return err
+	}
+	*e = QueueEntry{EnqueuedAt: time.Time(w.EnqueuedAt), ExpiresAt: time.Time(w.ExpiresAt)}
+	if len(w.Message) > 0 {
+		e.Message = append(json.RawMessage(nil), w.Message...)
+	}
+	return nil
+}
+
+//go:embed enqueue.lua
+var enqueueSource string
+
+var enqueueScript = NewScript(enqueueSource)
+
+// minQueueTTL is state-redis's floor for the queue list's TTL.
+const minQueueTTL = 60 * time.Second
+
+// Enqueue appends entry's JSON to {p}:queue:{threadID} in one script:
+// RPUSH; LTRIM to the newest maxSize entries when maxSize > 0; PEXPIRE the
+// list to max(entry.ExpiresAt − now, 60 s) (state-redis's rule, computed on
+// the client); and returns LLEN, the new depth. maxSize 0 means no limit;
+// maxSize < 0, an empty or invalid Message, or a zero ExpiresAt are refused
+// with ErrInvalidArgument. The script is never retried after the request
+// may have landed (the error then matches ErrOutcomeUnknown).
+func (s *State) Enqueue(ctx context.Context, threadID string, entry QueueEntry, maxSize int) (int, error) {
+	n, err := s.enqueue(ctx, threadID, entry, maxSize)
+	return n, opError("Enqueue", err)
+}
+
+func (s *State) enqueue(ctx context.Context, threadID string, entry QueueEntry, maxSize int) (int, error) {
+	if err := checkID("thread id", threadID); err != nil {
+		return 0, err
+	}
+	if maxSize < 0 {
+		return 0, fmt.Errorf("%w: thread %q: negative maxSize %d", ErrInvalidArgument, threadID, maxSize)
+	}
+	if len(entry.Message) == 0 || !json.Valid(entry.Message) || !utf8.Valid(entry.Message) {
+		return 0, fmt.Errorf("%w: thread %q: entry message is empty or not valid JSON", ErrInvalidArgument, threadID)
+	}
+	if entry.ExpiresAt.IsZero() {
+		return 0, fmt.Errorf("%w: thread %q: entry has no ExpiresAt", ErrInvalidArgument, threadID)
+	}
+	data, err := entry.MarshalJSON()
+	if err != nil {
+		return 0, fmt.Errorf("%w: thread %q: %w", ErrInvalidArgument, threadID, err)
+	}
+	ttl := max(entry.ExpiresAt.Sub(wallNow()), minQueueTTL)
+	v, err := enqueueScript.Run(ctx, s.c, []string{s.queueKey(threadID)}, string(data), maxSize, durationMillis(ttl))
+	if err != nil {
+		return 0, err
+	}
+	n, err := v.Int64()
+	return int(n), err
+}
+
+//go:embed dequeue.lua
+var dequeueSource string
+
+var dequeueScript = NewScript(dequeueSource)
+
+// deadLetterTTL is how long {p}:queue-corrupt:{id} keeps corrupt entries.
+const deadLetterTTL = 7 * 24 * time.Hour
+
+// Dequeue removes and returns the oldest live entry of {p}:queue:{threadID},
+// or nil when there is none. It runs one script that pops and discards
+// expired entries (ExpiresAt at or before the client's clock, sent along)
+// until it finds a live one, which it pops and returns. This differs from
+// state-redis, whose LPOP hands expired entries back for the caller to drop;
+// the Chat SDK core drops them anyway.
+//
+// The script reads expiresAt from the end of the entry, where both
+// JSON.stringify and Go write it, and decodes the entry with cjson only
+// when it is laid out otherwise; so a message of any size or depth costs no
+// decoding on the server.
+//
+// A corrupt entry (not JSON, no numeric expiresAt, or not decodable by Go)
+// is moved to the dead-letter list {p}:queue-corrupt:{threadID}, kept for
+// seven days, and Dequeue returns a *CorruptValueError naming the queue,
+// with the bytes in Raw. Nothing is lost and the queue is not blocked: the
+// next Dequeue goes on with the next entry. (state-redis throws after
+// popping such an entry, losing it.) The "queue-corrupt" namespace is not
+// one that state-redis uses, so it cannot collide with a thread's queue.
+// The script is never retried after the request may have landed (the error
+// then matches ErrOutcomeUnknown).
+func (s *State) Dequeue(ctx context.Context, threadID string) (*QueueEntry, error) {
+	e, err := s.dequeue(ctx, threadID)
+	return e, opError("Dequeue", err)
+}
+
+func (s *State) dequeue(ctx context.Context, threadID string) (*QueueEntry, error) {
+	if err := checkID("thread id", threadID); err != nil {
+		return nil, err
+	}
+	rkey, dead := s.queueKey(threadID), s.deadLetterKey(threadID)
+	v, err := dequeueScript.Run(ctx, s.c, []string{rkey, dead}, wallNow().UnixMilli(), deadLetterTTL.Milliseconds())
+	if err != nil {
+		return nil, err
+	}
+	if v.IsNil() {
+		return nil, nil
+	}
+	parts, err := v.Array()
+	if err != nil || len(parts) != 2 {
+		return nil, protocolErrorf("dequeue script replied %s", v)
+	}
+	status, err1 := parts[0].Int64()
+	raw, err2 := parts[1].Bytes()
+	if err1 != nil || err2 != nil {
+		return nil, protocolErrorf("dequeue script replied %s", v)
+	}
+	if status != 1 {
+		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry has no readable expiresAt; moved to %s", dead)}
+	}
+	var e QueueEntry
+	decodeErr := errors.New("not valid UTF-8")
+	if utf8.Valid(raw) {
+		decodeErr = json.Unmarshal(raw, &e)
+	}
+	if decodeErr == nil {
+		return &e, nil
+	}
+	// The script took the entry off the queue; keep its bytes in the
+	// dead-letter list rather than losing them.
+	results, err := s.c.Pipeline(ctx, Cmd("RPUSH", dead, raw), Cmd("PEXPIRE", dead, deadLetterTTL.Milliseconds()))
+	if err == nil {
+		err = results[0].Err
+	}
+	if err != nil {
+		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry cannot be decoded (%s) and could not be moved to %s: %w", withoutPrefix(decodeErr), dead, unprefixed{err})}
+	}
+	return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry cannot be decoded (%s); moved to %s", withoutPrefix(decodeErr), dead)}
+}
+
+// QueueDepth runs LLEN {p}:queue:{threadID}. Like state-redis, it counts
+// expired entries that Dequeue has not discarded yet.
+func (s *State) QueueDepth(ctx context.Context, threadID string) (int, error) {
+	n, err := s.queueDepth(ctx, threadID)
+	return n, opError("QueueDepth", err)
+}
+
+func (s *State) queueDepth(ctx context.Context, threadID string) (int, error) {
+	if err := checkID("thread id", threadID); err != nil {
+		return 0, err
+	}
+	v, err := s.c.Run(ctx, Cmd("LLEN", s.queueKey(threadID)))
+	if err != nil {
+		return 0, err
+	}
+	n, err := v.Int64()
+	return int(n), err
+}
