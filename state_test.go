@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"math"
 	"os"
 	"strings"
 	"testing"
@@ -422,5 +424,99 @@ func TestCorruptValueError(t *testing.T) {
 	}
 	if errors.Is(err, upstash.ErrInvalidArgument) {
 		t.Error("CorruptValueError matches ErrInvalidArgument")
+	}
+}
+
+// ---- error texts ----
+
+// errOf returns the error of a two-result call.
+func errOf[T any](_ T, err error) error { return err }
+
+// TestStateErrorsNameTheMethod checks that an error from a State method
+// names the method the caller called, carries the "upstash: " prefix once,
+// and still matches its sentinel or type.
+func TestStateErrorsNameTheMethod(t *testing.T) {
+	env := newStateEnv(t)
+	ctx, c, s := testCtx(t), env.client, env.state
+	raw(t, c, "SET", "chat-sdk:queue:str", "a string, not a list")
+	raw(t, c, "SET", "chat-sdk:cache:bad", "not json")
+	entry, err := upstash.NewQueueEntry("m", time.Minute)
+	must(t, err)
+	wrongType := func(err error) bool { // the server's error, as an *upstash.Error
+		var e *upstash.Error
+		return errors.As(err, &e) && strings.Contains(e.Message, "WRONGTYPE")
+	}
+	is := func(target error) func(error) bool {
+		return func(err error) bool { return errors.Is(err, target) }
+	}
+	cases := []struct {
+		method string
+		err    error
+		match  func(error) bool
+	}{
+		{"Subscribe", s.Subscribe(ctx, ""), is(upstash.ErrInvalidArgument)},
+		{"IsSubscribed", errOf(s.IsSubscribed(ctx, "")), is(upstash.ErrInvalidArgument)},
+		{"Set", s.Set(ctx, "k", 1, -time.Second), is(upstash.ErrInvalidArgument)},
+		{"SetIfNotExists", errOf(s.SetIfNotExists(ctx, "k", math.NaN(), 0)), is(upstash.ErrInvalidArgument)},
+		{"Get", errOf(s.Get(ctx, "bad")), is(upstash.ErrCorruptValue)},
+		{"AcquireLock", errOf(s.AcquireLock(ctx, "t", 0)), is(upstash.ErrInvalidArgument)},
+		{"ReleaseLock", s.ReleaseLock(ctx, nil), is(upstash.ErrInvalidArgument)},
+		{"ExtendLock", errOf(s.ExtendLock(ctx, &upstash.Lock{ThreadID: "t"}, time.Second)), is(upstash.ErrInvalidArgument)},
+		{"AppendToList", s.AppendToList(ctx, "l", 1, upstash.ListOptions{MaxLength: -1}), is(upstash.ErrInvalidArgument)},
+		{"GetList", errOf(s.GetList(ctx, "")), is(upstash.ErrInvalidArgument)},
+		{"Enqueue", errOf(s.Enqueue(ctx, "str", entry, 0)), wrongType},
+		{"Dequeue", errOf(s.Dequeue(ctx, "str")), wrongType},
+		{"QueueDepth", errOf(s.QueueDepth(ctx, "str")), wrongType},
+		{"NewQueueEntry", errOf(upstash.NewQueueEntry("m", 0)), is(upstash.ErrInvalidArgument)},
+	}
+	for _, tc := range cases {
+		if tc.err == nil {
+			t.Errorf("%s: no error", tc.method)
+			continue
+		}
+		text := tc.err.Error()
+		if !strings.HasPrefix(text, "upstash: "+tc.method+": ") {
+			t.Errorf("%s: error %q does not start with %q", tc.method, text, "upstash: "+tc.method+": ")
+		}
+		if n := strings.Count(text, "upstash:"); n != 1 {
+			t.Errorf("%s: error %q has the prefix %d times, want once", tc.method, text, n)
+		}
+		if !tc.match(tc.err) {
+			t.Errorf("%s: error %q no longer matches its sentinel or type", tc.method, text)
+		}
+	}
+
+	var ce *upstash.CorruptValueError
+	if err := errOf(s.Get(ctx, "bad")); !errors.As(err, &ce) || ce.Key != "chat-sdk:cache:bad" {
+		t.Errorf("Get of a corrupt value: errors.As gives %+v from %v", ce, err)
+	}
+	if _, found, err := upstash.GetJSON[int](ctx, s, "missing"); err != nil || found {
+		t.Errorf("GetJSON of a missing key: found %v, err %v", found, err)
+	}
+	must(t, s.Set(ctx, "obj", map[string]int{"a": 1}, 0))
+	_, _, err = upstash.GetJSON[int](ctx, s, "obj")
+	if text := err.Error(); !strings.HasPrefix(text, `upstash: GetJSON: decode "obj"`) || strings.Count(text, "upstash:") != 1 {
+		t.Errorf("GetJSON of a value that does not fit: %q", text)
+	}
+	var syntax *json.UnmarshalTypeError
+	if !errors.As(err, &syntax) {
+		t.Errorf("GetJSON's error %v does not unwrap to encoding/json's", err)
+	}
+	// A lost reply: the outcome is unknown, and the text says where.
+	must(t, s.AppendToList(ctx, "l", 1, upstash.ListOptions{})) // load the script
+	env.srv.DropResponseNext(1)
+	err = s.AppendToList(ctx, "l", 2, upstash.ListOptions{})
+	if !errors.Is(err, upstash.ErrOutcomeUnknown) || !strings.HasPrefix(err.Error(), "upstash: AppendToList: ") || strings.Count(err.Error(), "upstash:") != 1 {
+		t.Errorf("AppendToList with a lost reply: %v", err)
+	}
+	// A refused token.
+	bad, err := upstash.New(upstash.Config{URL: env.srv.URL, Token: "wrong"})
+	must(t, err)
+	err = upstash.NewState(bad).Connect(ctx)
+	if !errors.Is(err, upstash.ErrUnauthorized) || !strings.HasPrefix(err.Error(), "upstash: Connect: ") || strings.Count(err.Error(), "upstash:") != 1 {
+		t.Errorf("Connect with a refused token: %v", err)
+	}
+	if strings.Contains(err.Error(), "wrong") {
+		t.Errorf("Connect's error %q shows the token", err)
 	}
 }
