@@ -215,14 +215,20 @@ func (b *backend) do(ctx context.Context, cmds []command) ([]interface{}, error)
 }
 
 // fixups returns the commands to send and, for the embedded backend, the
-// reply fixups (see embeddedFixup).
+// reply fixups (see embeddedFixup and expiryCheck).
 func (b *backend) fixups(cmds []command) ([]command, []func(interface{}) interface{}) {
 	if b.mr == nil {
 		return cmds, nil
 	}
 	send := make([]command, len(cmds))
 	fix := make([]func(interface{}) interface{}, len(cmds))
+	nowMs := time.Now().UnixMilli()
 	for i, c := range cmds {
+		c, errText := expiryCheck(c, nowMs)
+		if errText != "" {
+			send[i], fix[i] = errorReply(errText)
+			continue
+		}
 		send[i], fix[i] = embeddedFixup(c)
 	}
 	return send, fix

@@ -32,6 +32,79 @@
 // The command upstash-local (cmd/upstash-local) serves the same handler as a
 // standalone program.
 //
+// # Scripts: shebang flags and allow-key-locking
+//
+// Upstash accepts the shebang flag allow-key-locking (#!lua
+// flags=allow-key-locking, possibly with Redis's flags, e.g.
+// flags=allow-key-locking,no-writes): the script then locks only the keys
+// in KEYS, and touching any other key fails with "ERR Dynamic keys are not
+// allowed in Lua scripts when 'allow-key-locking' flag is set. Key was:
+// <key>". A plain Redis 7 refuses that flag and miniredis refuses any
+// shebang, while clients compute the SHA-1 over the full source, so the
+// server translates scripts and keeps the mapping:
+//
+//   - EVAL and EVAL_RO run the translated source; SCRIPT LOAD answers the
+//     SHA-1 of the source as given; EVALSHA, EVALSHA_RO and SCRIPT EXISTS
+//     with that SHA-1 are sent with the translation's. Whether a script is
+//     cached is left to the backend, so EVALSHA answers NOSCRIPT exactly
+//     when Upstash would for the given source (before any EVAL or SCRIPT
+//     LOAD of it, after SCRIPT FLUSH), in single commands, /pipeline and
+//     /multi-exec alike. Error texts name the SHA-1 of the given source.
+//   - The translation keeps the shebang with only the flags Redis knows
+//     (the embedded backend drops the line) and puts a one-line Lua
+//     prelude in front of the script, so line numbers in errors stay those
+//     of the given source. The prelude shadows redis.call and redis.pcall
+//     with functions that check each command's keys (from a table of key
+//     positions per command; the first argument for commands not in it)
+//     against KEYS. A key outside KEYS fails with Upstash's text exactly
+//     (redis.call raises it as the whole error reply, redis.pcall returns
+//     it as {err = text}), before the command runs; commands before it in
+//     the script have run, as with any script error. Commands that need
+//     the whole database (FLUSHDB, FLUSHALL, SWAPDB, KEYS, SCAN, RANDOMKEY,
+//     DBSIZE) fail with "ERR Command '<cmd>' needs the global lock and is
+//     not allowed in Lua scripts when 'allow-key-locking' flag is set", a
+//     text of upstashtest's own: Upstash documents that it rejects them but
+//     not with which words.
+//   - The check also applies inside /multi-exec, where Upstash runs scripts
+//     under the global lock whatever their flags: a script that passes here
+//     passes on Upstash, in a transaction or not.
+//   - no-writes behaves as in Redis on both backends: a write command
+//     fails with "ERR Write commands are not allowed from read-only
+//     scripts." (the embedded backend emulates it from the read allowlist,
+//     without Redis's " script: ..., on @user_script:N." suffix), and a
+//     script with a shebang but without no-writes cannot run through
+//     EVAL_RO or EVALSHA_RO ("ERR Can not execute a script with write flag
+//     using *_ro command.").
+//   - Malformed shebangs get Redis 7's errors (unknown flag, unknown
+//     option, another engine, no newline), on both backends.
+//   - Scripts without allow-key-locking reach a real Redis unchanged. On
+//     the embedded backend every script gets the prelude, which also makes
+//     miniredis format numbers passed to redis.call as Redis 7.0 does
+//     (%.17g: 0.1 is "0.10000000000000001", 1e17 is "1e+17", which is not
+//     an integer) and applies the expiry rules below inside scripts.
+//   - Limits: the mapping lives in the Server, so several Servers sharing
+//     one Redis (WithRedisAddr) do not see each other's flagged scripts,
+//     and a script loaded with Do("SCRIPT", "LOAD", ...) bypasses the
+//     translation. Keys named by a SORT BY or GET pattern are not checked.
+//     On a real Redis, an error raised by a command inside a flagged
+//     script names line 2 (the prelude's) in its " on @user_script:N."
+//     suffix.
+//
+// # Expiry times at the edge of the millisecond range
+//
+// Redis refuses an expiry whose absolute time in milliseconds overflows
+// int64 ("ERR invalid expire time in 'set' command": SET k v PX
+// 9223372036854775807, PEXPIRE k 9223372036854775807, EXPIRE with more
+// than MaxInt64/1000 seconds, ...), and miniredis, which keeps TTLs as
+// time.Duration, overflows above about 292 years and used to drop such a
+// key at once. On the embedded backend the server answers what Redis
+// refuses with Redis's error, before it reaches miniredis, and clamps an
+// accepted relative expiry beyond 292 years to 292 years (its PTTL then
+// shows 9223372036854 instead of the value given). This covers SET
+// EX/PX/EXAT/PXAT, SETEX, PSETEX, GETEX, EXPIRE, PEXPIRE, EXPIREAT and
+// PEXPIREAT, as REST commands, in pipelines and transactions, and inside
+// scripts; a real Redis needs nothing.
+//
 // # Decisions where Upstash's behaviour is not documented
 //
 //   - JSON booleans in a command are sent to Redis as "true" and "false" (the
@@ -81,7 +154,8 @@
 //   - On the embedded backend two miniredis differences are corrected in
 //     replies to REST commands (not inside Lua scripts): TTL is rounded like
 //     Redis rather than truncated, and float replies such as scores print
-//     1700000000000 rather than 1.7e+12.
+//     1700000000000 rather than 1.7e+12. Expiry times and script numbers
+//     are corrected as described above.
 //   - FastForward moves TTLs only: TIME and the clock used by EXPIREAT/PXAT
 //     stay on the wall clock (miniredis).
 //   - Random status faults use 503; Upstash's own 5xx texts are unknown.

@@ -245,7 +245,7 @@ func (s *Server) runSingle(cmd command, readOnly, b64 bool) response {
 		return errorResponse(http.StatusBadRequest, text)
 	}
 	s.be.tick()
-	replies, err := s.be.do(s.ctx, []command{cmd})
+	replies, err := s.exec([]command{cmd})
 	if err != nil {
 		return s.backendFailure(err)
 	}
@@ -272,7 +272,7 @@ func (s *Server) runPipeline(cmds []command, readOnly, b64 bool) response {
 	wrote := false
 	if len(run) > 0 {
 		s.be.tick()
-		replies, err := s.be.do(s.ctx, run)
+		replies, err := s.exec(run)
 		if err != nil {
 			return s.backendFailure(err)
 		}
@@ -294,7 +294,7 @@ func (s *Server) runMulti(cmds []command, readOnly, b64 bool) response {
 		}
 	}
 	s.be.tick()
-	replies, queueErr, err := s.be.multiExec(s.ctx, cmds)
+	replies, queueErr, err := s.execMulti(cmds)
 	if err != nil {
 		return s.backendFailure(err)
 	}
@@ -311,4 +311,27 @@ func (s *Server) runMulti(cmds []command, readOnly, b64 bool) response {
 		}
 	}
 	return response{status: http.StatusOK, body: marshalJSON(out), wrote: wrote}
+}
+
+// exec runs cmds pipelined on the backend, scripts translated (see
+// scripts.go).
+func (s *Server) exec(cmds []command) ([]interface{}, error) {
+	send, fixes := s.scripts.prepare(cmds)
+	replies, err := s.be.do(s.ctx, send)
+	if err != nil {
+		return nil, err
+	}
+	applyReplyFixes(replies, fixes)
+	return replies, nil
+}
+
+// execMulti runs cmds as a transaction on the backend, scripts translated.
+func (s *Server) execMulti(cmds []command) ([]interface{}, redis.Error, error) {
+	send, fixes := s.scripts.prepare(cmds)
+	replies, queueErr, err := s.be.multiExec(s.ctx, send)
+	if err != nil || queueErr != "" {
+		return nil, queueErr, err
+	}
+	applyReplyFixes(replies, fixes)
+	return replies, "", nil
 }

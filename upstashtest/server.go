@@ -55,6 +55,8 @@ type Server struct {
 
 	faults faultState
 
+	scripts *scriptMap // translations of the scripts the server was given
+
 	statsMu sync.Mutex
 	stats   Stats
 
@@ -223,6 +225,7 @@ func newServer(opts ...Option) (*Server, error) {
 		}
 		return nil, err
 	}
+	s.scripts = newScriptMap(s.be.mr != nil)
 	s.handler = http.HandlerFunc(s.serveHTTP)
 	return s, nil
 }
