@@ -1,0 +1,178 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatstate/upstash/bench/internal/flow"
+	"github.com/chatstate/upstash/internal/testtool"
+)
+
+// TestHarnessEndToEnd runs the harness with tiny numbers, as `go run
+// ./bench` would (building bench/driver, spawning the drivers against
+// upstashtest on redis-server), and checks what it counted, never how fast.
+func TestHarnessEndToEnd(t *testing.T) {
+	testtool.RequireRedisServer(t)
+	root, err := moduleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, callers, threads = 24, 4, 2
+	o := &options{
+		reps: 1, n: n, callers: []int{callers}, latencies: []time.Duration{0}, threads: threads,
+		clients:  []string{clientGoCalls, clientGoFused, clientNode},
+		coldRuns: 1, skip: map[string]bool{"size": true, "gobench": true},
+		root: root, runTimeout: 5 * time.Minute, noInstall: true,
+	}
+	rep := &report{Machine: machineInfo(root)}
+	if err := run(o, rep, t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	nodeRan := rep.NodeUnavailable == ""
+	if !nodeRan {
+		t.Logf("node not measured: %s", rep.NodeUnavailable)
+	}
+
+	if len(rep.Throughput) != 3 {
+		t.Fatalf("%d throughput records, want one per client: %+v", len(rep.Throughput), rep.Throughput)
+	}
+	for _, r := range rep.Throughput {
+		if r.Callers != callers || r.LatencyMS != 0 || r.Threads != threads {
+			t.Errorf("%s: callers %d, latency %d, threads %d", r.Client, r.Callers, r.LatencyMS, r.Threads)
+		}
+		measured := r.Client == clientGoCalls || (r.Client == clientNode && nodeRan)
+		if r.Available != measured {
+			t.Errorf("%s: available %v, want %v (reason %q)", r.Client, r.Available, measured, r.Reason)
+			continue
+		}
+		if !measured {
+			if r.Reason == "" || r.WebhooksPerS != nil || r.RequestsPerWebhook != nil {
+				t.Errorf("%s: unavailable without a reason, or with numbers: %+v", r.Client, r)
+			}
+			continue
+		}
+		if r.Runs != 1 || r.Errors != 0 {
+			t.Errorf("%s: %d runs, %d errors (%s)", r.Client, r.Runs, r.Errors, r.FirstError)
+		}
+		if r.Handled+r.Queued+r.Duplicates != n || r.Duplicates != flow.Duplicates(n) {
+			t.Errorf("%s: handled %d + queued %d + duplicates %d, want %d with %d duplicates",
+				r.Client, r.Handled, r.Queued, r.Duplicates, n, flow.Duplicates(n))
+		}
+		if r.Drained+r.Stranded > r.Queued {
+			t.Errorf("%s: drained %d + stranded %d > queued %d", r.Client, r.Drained, r.Stranded, r.Queued)
+		}
+		if r.RequestsPerWebhook == nil || *r.RequestsPerWebhook <= 0 || r.NewConnections == nil ||
+			r.OpsPerWebhook == nil || *r.OpsPerWebhook < 1 || r.WebhooksPerS == nil || *r.WebhooksPerS <= 0 {
+			t.Errorf("%s: missing counts: %+v", r.Client, r)
+		}
+	}
+	if fused := rep.Throughput[1]; fused.Client != clientGoFused || !strings.Contains(fused.Reason, "Admit") {
+		t.Errorf("go-fused record %+v: want the reason naming the missing operations", fused)
+	}
+
+	if len(rep.Profiles) != 3 {
+		t.Fatalf("%d profiles, want 3", len(rep.Profiles))
+	}
+	for _, p := range rep.Profiles {
+		if !p.Available {
+			continue
+		}
+		// The physical limits, not today's figures: at least 2 requests for
+		// a handled webhook, 1 for a duplicate or a queued one.
+		if *p.Handled < 2 || *p.Duplicate < 1 || *p.Queued < 1 || *p.Drained < 1 {
+			t.Errorf("%s profile: %+v", p.Client, p)
+		}
+	}
+	if want := map[bool]int{true: 2, false: 1}[nodeRan]; len(rep.ColdStarts) != want {
+		t.Errorf("%d cold start records, want %d", len(rep.ColdStarts), want)
+	}
+	for _, c := range rep.ColdStarts {
+		if c.Runs != 1 || c.WallMS <= 0 || c.PeakRSSMB <= 0 {
+			t.Errorf("cold start %+v", c)
+		}
+	}
+
+	// -json: one object per line, each throughput line with every field.
+	var out bytes.Buffer
+	if err := rep.writeJSON(&out); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	if len(lines) != len(rep.records()) {
+		t.Errorf("%d JSON lines for %d records", len(lines), len(rep.records()))
+	}
+	throughput := 0
+	for _, line := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(line), &m); err != nil {
+			t.Fatalf("line %q: %v", line, err)
+		}
+		if m["kind"] != "throughput" {
+			continue
+		}
+		throughput++
+		for _, f := range []string{"client", "callers", "latency_ms", "webhooks_per_s", "p50_ms", "p99_ms", "requests_per_webhook", "new_connections"} {
+			if _, ok := m[f]; !ok {
+				t.Errorf("throughput line without %q: %s", f, line)
+			}
+		}
+	}
+	if throughput != 3 {
+		t.Errorf("%d throughput lines, want 3", throughput)
+	}
+	var text bytes.Buffer
+	rep.writeText(&text)
+	for _, want := range []string{"go-calls", "go-fused", "unavailable", "Cold start"} {
+		if !strings.Contains(text.String(), want) {
+			t.Errorf("text report lacks %q:\n%s", want, text.String())
+		}
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	var stderr bytes.Buffer
+	o, err := parseFlags([]string{"-quick", "-latency", "5,20", "-skip", "gobench"}, &stderr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(o.callers) != 1 || o.callers[0] != 64 || o.reps != 3 || o.n != 384 || len(o.latencies) != 2 ||
+		o.latencies[1] != 20*time.Millisecond || !o.skip["gobench"] || len(o.clients) != 3 {
+		t.Errorf("quick options: %+v", o)
+	}
+	if got := o.threadsFor(64); got != 16 {
+		t.Errorf("threadsFor(64) = %d", got)
+	}
+	if got := o.webhooksFor(1); got != 40 {
+		t.Errorf("webhooksFor(1) = %d", got)
+	}
+	for _, bad := range [][]string{{"-clients", "go,python"}, {"-skip", "everything"}, {"-callers", "x"}, {"extra"}} {
+		if _, err := parseFlags(bad, &stderr); err == nil {
+			t.Errorf("parseFlags(%q) accepted", bad)
+		}
+	}
+}
+
+func TestParseBench(t *testing.T) {
+	out := `goos: linux
+BenchmarkMemory/Do-2         	   10000	     22399 ns/op	    5526 B/op	      60 allocs/op
+BenchmarkMemoryGet1MB-2      	     100	  12974130 ns/op	  80.82 MB/s	 4148927 B/op	      65 allocs/op
+BenchmarkPlain               	 1000000	      1.5 ns/op
+PASS
+`
+	recs := parseBench(strings.NewReader(out))
+	if len(recs) != 3 {
+		t.Fatalf("%d records: %+v", len(recs), recs)
+	}
+	if r := recs[0]; r.Name != "BenchmarkMemory/Do" || r.NsPerOp != 22399 || *r.BytesPerOp != 5526 || *r.AllocsPerOp != 60 {
+		t.Errorf("record 0: %+v", r)
+	}
+	if r := recs[1]; r.MBPerS == nil || *r.MBPerS != 80.82 || *r.AllocsPerOp != 65 {
+		t.Errorf("record 1: %+v", r)
+	}
+	if r := recs[2]; r.NsPerOp != 1.5 || r.BytesPerOp != nil || r.AllocsPerOp != nil {
+		t.Errorf("record 2: %+v", r)
+	}
+}

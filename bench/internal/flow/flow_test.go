@@ -1,0 +1,244 @@
+package flow
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/internal/testtool"
+	"github.com/chatstate/upstash/upstashtest"
+)
+
+func TestWorkload(t *testing.T) {
+	const n, threads = 45, 4
+	w := Workload(n, threads)
+	if len(w) != n {
+		t.Fatalf("len = %d, want %d", len(w), n)
+	}
+	dups := 0
+	seen := map[string]Webhook{}
+	for i, x := range w {
+		if prev, ok := seen[x.MessageID]; ok {
+			dups++
+			if prev != x || i%DupEvery != DupEvery-1 {
+				t.Errorf("webhook %d = %+v repeats %+v at an unexpected index", i, x, prev)
+			}
+			continue
+		}
+		seen[x.MessageID] = x
+		if want := (Webhook{Seq: i, MessageID: "m" + strconv.Itoa(i), ThreadID: ThreadName(i % threads)}); x != want {
+			t.Errorf("webhook %d = %+v, want %+v", i, x, want)
+		}
+	}
+	if dups != Duplicates(n) || dups != 4 {
+		t.Errorf("%d duplicates, Duplicates(%d) = %d, want 4", dups, n, Duplicates(n))
+	}
+}
+
+func TestPercentile(t *testing.T) {
+	v := []int64{50, 10, 40, 20, 30}
+	for _, c := range []struct {
+		p    float64
+		want int64
+	}{{50, 30}, {99, 50}, {100, 50}, {1, 10}, {20, 10}, {21, 20}} {
+		if got := Percentile(v, c.p); got != c.want {
+			t.Errorf("Percentile(%v, %v) = %d, want %d", v, c.p, got, c.want)
+		}
+	}
+	if v[0] != 50 {
+		t.Errorf("Percentile reordered its input: %v", v)
+	}
+	if got := Percentile(nil, 50); got != 0 {
+		t.Errorf("Percentile(nil) = %d", got)
+	}
+}
+
+func newState(t *testing.T) (*upstash.State, *upstashtest.Server) {
+	t.Helper()
+	srv := upstashtest.NewServer(t)
+	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return upstash.NewState(c), srv
+}
+
+func intReply(t *testing.T, srv *upstashtest.Server, cmd string, args ...any) int {
+	t.Helper()
+	v, err := srv.Do(cmd, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, ok := v.(int64)
+	if !ok {
+		t.Fatalf("%s %v replied %T %v", cmd, args, v, v)
+	}
+	return int(n)
+}
+
+// TestRunAccountsForEveryWebhook runs the flow with contention and checks
+// that every webhook is handled, queued or a duplicate, and that what was
+// handled or drained left exactly one trace in the thread state and the
+// history.
+func TestRunAccountsForEveryWebhook(t *testing.T) {
+	st, srv := newState(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	h := NewCalls(st)
+	if err := h.Warmup(ctx); err != nil {
+		t.Fatal(err)
+	}
+	const n, callers, threads = 60, 6, 3
+	res := Run(ctx, h, Workload(n, threads), callers)
+	if res.Errors != 0 {
+		t.Fatalf("%d errors, first: %s", res.Errors, res.FirstError)
+	}
+	if res.Handled+res.Queued+res.Duplicates != n || res.Duplicates != Duplicates(n) {
+		t.Fatalf("handled %d + queued %d + duplicates %d, want %d with %d duplicates", res.Handled, res.Queued, res.Duplicates, n, Duplicates(n))
+	}
+	if len(res.LatenciesUS) != n || res.Webhooks != n || res.Seconds <= 0 {
+		t.Errorf("%d latencies, %d webhooks, %v s", len(res.LatenciesUS), res.Webhooks, res.Seconds)
+	}
+	// Per webhook at least the dedupe; a handled one also a release.
+	if res.Ops < int64(n+res.Handled) {
+		t.Errorf("%d state operations for %d webhooks, %d handled", res.Ops, n, res.Handled)
+	}
+	counted, history, left := 0, 0, 0
+	for k := 0; k < threads; k++ {
+		id := ThreadName(k)
+		raw, err := st.Get(ctx, threadStateKey(id))
+		if err != nil || raw == nil {
+			t.Fatalf("thread state of %s: %s, %v", id, raw, err)
+		}
+		var ts ThreadState
+		if err := json.Unmarshal(raw, &ts); err != nil {
+			t.Fatal(err)
+		}
+		counted += ts.Count
+		items, err := st.GetList(ctx, historyKey(id))
+		if err != nil {
+			t.Fatal(err)
+		}
+		history += len(items)
+		left += intReply(t, srv, "LLEN", "chat-sdk:queue:"+id)
+		if n := intReply(t, srv, "EXISTS", "chat-sdk:lock:"+id); n != 0 {
+			t.Errorf("lock of %s still held after the run", id)
+		}
+	}
+	if counted != res.Handled+res.Drained || history != counted {
+		t.Errorf("thread states count %d, history holds %d; want both = handled %d + drained %d", counted, history, res.Handled, res.Drained)
+	}
+	// Entries beyond MaxQueue are trimmed; none is drained twice.
+	if res.Drained+left > res.Queued {
+		t.Errorf("drained %d + left %d > queued %d", res.Drained, left, res.Queued)
+	}
+}
+
+// TestHandleOutcomes walks one thread through the four outcomes the
+// harness's profile measures.
+func TestHandleOutcomes(t *testing.T) {
+	st, srv := newState(t)
+	ctx := context.Background()
+	h := NewCalls(st)
+	w1 := Webhook{Seq: 1, MessageID: "p1", ThreadID: "bench:P"}
+	check := func(w Webhook, want Outcome) {
+		t.Helper()
+		got, err := h.Handle(ctx, w)
+		if err != nil || got != want {
+			t.Fatalf("Handle(%+v) = %+v, %v; want %+v", w, got, err, want)
+		}
+	}
+	check(w1, Outcome{Status: Handled})
+	check(w1, Outcome{Status: Duplicate})
+	if _, err := srv.Do("SET", "chat-sdk:lock:bench:P", "elsewhere", "PX", 60000); err != nil {
+		t.Fatal(err)
+	}
+	check(Webhook{Seq: 2, MessageID: "p2", ThreadID: "bench:P"}, Outcome{Status: Queued})
+	if _, err := srv.Do("DEL", "chat-sdk:lock:bench:P"); err != nil {
+		t.Fatal(err)
+	}
+	check(Webhook{Seq: 3, MessageID: "p3", ThreadID: "bench:P"}, Outcome{Status: Handled, Drained: 1})
+	items, err := st.GetList(ctx, historyKey("bench:P"))
+	if err != nil || len(items) != 3 {
+		t.Fatalf("history: %d items, %v; want 3", len(items), err)
+	}
+	var last Message
+	if err := json.Unmarshal(items[2], &last); err != nil || last.ID != "p2" || string(last.Raw) != "null" {
+		t.Errorf("last history item %s (%v): want message p2 with raw null", items[2], err)
+	}
+}
+
+func TestNewFusedIsUnavailable(t *testing.T) {
+	st, _ := newState(t)
+	h, err := NewFused(st)
+	if h != nil || err == nil {
+		t.Fatalf("NewFused = %v, %v", h, err)
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("error %v does not match ErrUnavailable", err)
+	}
+}
+
+// TestNodeFlowMirrorsGo runs bench/node/flow.mjs (which imports no
+// package) and compares its workload and message JSON with Go's, byte for
+// byte.
+func TestNodeFlowMirrorsGo(t *testing.T) {
+	node := testtool.RequireNode(t, "install Node.js 20 or later (e.g. apt-get install -y nodejs npm)")
+	dir, err := filepath.Abs(filepath.Join("..", "..", "node"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n, threads = 25, 3
+	script := `import { workload, newMessage } from "./flow.mjs";
+for (const w of workload(` + strconv.Itoa(n) + `, ` + strconv.Itoa(threads) + `)) {
+  console.log(JSON.stringify(w) + "\t" + JSON.stringify(newMessage(w)) + "\t" + JSON.stringify({ ...newMessage(w), raw: null }));
+}`
+	cmd := exec.Command(node, "--input-type=module", "-e", script)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("node: %v\n%s", err, out)
+	}
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	want := Workload(n, threads)
+	if len(lines) != len(want) {
+		t.Fatalf("node printed %d lines, want %d:\n%s", len(lines), len(want), out)
+	}
+	for i, line := range lines {
+		parts := bytes.Split(line, []byte("\t"))
+		if len(parts) != 3 {
+			t.Fatalf("line %d: %s", i, line)
+		}
+		var w struct {
+			Seq       int    `json:"seq"`
+			MessageID string `json:"messageId"`
+			ThreadID  string `json:"threadId"`
+		}
+		if err := json.Unmarshal(parts[0], &w); err != nil {
+			t.Fatal(err)
+		}
+		if got := (Webhook{Seq: w.Seq, MessageID: w.MessageID, ThreadID: w.ThreadID}); got != want[i] {
+			t.Errorf("webhook %d: node %+v, go %+v", i, got, want[i])
+		}
+		m := NewMessage(want[i])
+		full, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Raw = json.RawMessage("null")
+		history, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(parts[1], full) || !bytes.Equal(parts[2], history) {
+			t.Errorf("message %d differs:\nnode %s\ngo   %s\nnode %s\ngo   %s", i, parts[1], full, parts[2], history)
+		}
+	}
+}

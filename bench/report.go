@@ -1,0 +1,346 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/chatstate/upstash/bench/internal/flow"
+)
+
+// report collects every measurement of one harness run.
+type report struct {
+	Machine         machineRecord
+	NodeUnavailable string
+	Throughput      []throughputRecord
+	Profiles        []profileRecord
+	ColdStarts      []coldRecord
+	Sizes           []sizeRecord
+	GoBench         []benchRecord
+	GoBenchError    string
+}
+
+// machineRecord describes where the numbers were measured.
+type machineRecord struct {
+	Kind         string `json:"kind"` // "machine"
+	CPUs         int    `json:"cpus"`
+	CPUModel     string `json:"cpu_model"`
+	OS           string `json:"os"`
+	GoVersion    string `json:"go_version"`
+	NodeVersion  string `json:"node_version"`
+	RedisVersion string `json:"redis_version"`
+}
+
+// throughputRecord is one configuration of the throughput runs. Metrics
+// are null for an unavailable configuration.
+type throughputRecord struct {
+	Kind           string `json:"kind"` // "throughput"
+	Client         string `json:"client"`
+	Callers        int    `json:"callers"`
+	LatencyMS      int64  `json:"latency_ms"`
+	Available      bool   `json:"available"`
+	Reason         string `json:"reason,omitempty"`
+	Threads        int    `json:"threads"`
+	WebhooksPerRun int    `json:"webhooks_per_run"`
+	Runs           int    `json:"runs"`
+	// Median over runs.
+	WebhooksPerS *float64 `json:"webhooks_per_s"`
+	// Over every webhook of every run.
+	P50MS *float64 `json:"p50_ms"`
+	P99MS *float64 `json:"p99_ms"`
+	// HTTP requests the server received, over the webhooks.
+	RequestsPerWebhook *float64 `json:"requests_per_webhook"`
+	// Accepted TCP connections during a run after the warm-up: the most in
+	// any run.
+	NewConnections *int64 `json:"new_connections"`
+	// The driver's CPU time (user+system) over webhooks and state
+	// operations, its state operations per webhook, and (Go) its heap
+	// allocations per state operation, network included.
+	CPUMSPerWebhook *float64 `json:"cpu_ms_per_webhook"`
+	CPUUSPerOp      *float64 `json:"cpu_us_per_op"`
+	OpsPerWebhook   *float64 `json:"ops_per_webhook"`
+	AllocsPerOp     *float64 `json:"allocs_per_op,omitempty"`
+	PeakRSSMB       *float64 `json:"peak_rss_mb"`
+	// Median over runs of this client's webhooks per second over Node's in
+	// the same repetition.
+	VsNode *float64 `json:"vs_node,omitempty"`
+	// Totals over the runs.
+	Handled    int    `json:"handled"`
+	Drained    int    `json:"drained"`
+	Queued     int    `json:"queued"`
+	Duplicates int    `json:"duplicates"`
+	Stranded   int    `json:"stranded"`
+	Errors     int    `json:"errors"`
+	FirstError string `json:"first_error,omitempty"`
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func round(v float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(v*p) / p
+}
+
+// fill computes the metrics from the samples of one configuration and
+// Node's samples of the same latency and callers.
+func (t *throughputRecord) fill(s, node []sample) {
+	if len(s) == 0 {
+		return
+	}
+	t.Available = true
+	t.Runs = len(s)
+	var (
+		wps, ratios                    []float64
+		latUS                          []int64
+		webhooks, ops, requests, conns int64
+		cpu, allocs, rss               float64
+	)
+	for _, x := range s {
+		wps = append(wps, x.perSecond())
+		latUS = append(latUS, x.res.LatenciesUS...)
+		webhooks += int64(x.res.Webhooks)
+		ops += x.res.Ops
+		requests += x.seen.requests
+		conns = max(conns, x.seen.conns)
+		cpu += x.res.CPUUserMS + x.res.CPUSysMS
+		allocs += float64(x.res.Allocs)
+		rss = max(rss, float64(x.rss)/(1<<20))
+		t.Handled += x.res.Handled
+		t.Drained += x.res.Drained
+		t.Queued += x.res.Queued
+		t.Duplicates += x.res.Duplicates
+		t.Stranded += x.stranded
+		t.Errors += x.res.Errors
+		if t.FirstError == "" {
+			t.FirstError = x.res.FirstError
+		}
+		for _, n := range node {
+			if n.rep == x.rep && n.perSecond() > 0 {
+				ratios = append(ratios, x.perSecond()/n.perSecond())
+			}
+		}
+	}
+	w := float64(max(webhooks, 1))
+	t.WebhooksPerS = ptr(round(median(wps), 1))
+	t.P50MS = ptr(round(float64(flow.Percentile(latUS, 50))/1000, 1))
+	t.P99MS = ptr(round(float64(flow.Percentile(latUS, 99))/1000, 1))
+	t.RequestsPerWebhook = ptr(round(float64(requests)/w, 2))
+	t.NewConnections = ptr(conns)
+	t.CPUMSPerWebhook = ptr(round(cpu/w, 3))
+	t.OpsPerWebhook = ptr(round(float64(ops)/w, 2))
+	if ops > 0 {
+		t.CPUUSPerOp = ptr(round(cpu*1000/float64(ops), 1))
+		if allocs > 0 {
+			t.AllocsPerOp = ptr(round(allocs/float64(ops), 1))
+		}
+	}
+	t.PeakRSSMB = ptr(round(rss, 1))
+	if t.Client != clientNode && len(ratios) > 0 {
+		t.VsNode = ptr(round(median(ratios), 2))
+	}
+}
+
+// profileRecord counts the HTTP requests of single webhooks in one
+// invocation, without contention. Null when unavailable.
+type profileRecord struct {
+	Kind      string   `json:"kind"` // "profile"
+	Client    string   `json:"client"`
+	Available bool     `json:"available"`
+	Reason    string   `json:"reason,omitempty"`
+	Handled   *float64 `json:"handled"`   // a handled webhook, empty queue
+	Duplicate *float64 `json:"duplicate"` // a second delivery
+	Queued    *float64 `json:"queued"`    // the lock held elsewhere
+	Drained   *float64 `json:"drained"`   // one queued message taken by the holder
+}
+
+// coldRecord is the cold start of one client: process start to first lock
+// acquired.
+type coldRecord struct {
+	Kind      string  `json:"kind"` // "coldstart"
+	Client    string  `json:"client"`
+	Runs      int     `json:"runs"`
+	WallMS    float64 `json:"wall_ms"` // median
+	WallMSMin float64 `json:"wall_ms_min"`
+	WallMSMax float64 `json:"wall_ms_max"`
+	PeakRSSMB float64 `json:"peak_rss_mb"` // median
+}
+
+// sizeRecord is the size of a build artifact.
+type sizeRecord struct {
+	Kind       string `json:"kind"` // "size"
+	Name       string `json:"name"`
+	Command    string `json:"command"`
+	Source     string `json:"source"`
+	Bytes      int64  `json:"bytes"`
+	Compressed int64  `json:"compressed_bytes"`
+	Packing    string `json:"compressed_as"`
+	Error      string `json:"error,omitempty"`
+}
+
+// benchRecord is one line of go test -bench -benchmem.
+type benchRecord struct {
+	Kind        string   `json:"kind"` // "gobench"
+	Name        string   `json:"name"`
+	NsPerOp     float64  `json:"ns_per_op"`
+	BytesPerOp  *int64   `json:"bytes_per_op"`
+	AllocsPerOp *int64   `json:"allocs_per_op"`
+	MBPerS      *float64 `json:"mb_per_s,omitempty"`
+}
+
+type errorRecord struct {
+	Kind  string `json:"kind"` // "error"
+	Part  string `json:"part"`
+	Error string `json:"error"`
+}
+
+// records returns every record in output order.
+func (r *report) records() []any {
+	out := []any{r.Machine}
+	for _, t := range r.Throughput {
+		out = append(out, t)
+	}
+	for _, p := range r.Profiles {
+		out = append(out, p)
+	}
+	for _, c := range r.ColdStarts {
+		out = append(out, c)
+	}
+	for _, s := range r.Sizes {
+		out = append(out, s)
+	}
+	for _, b := range r.GoBench {
+		out = append(out, b)
+	}
+	if r.GoBenchError != "" {
+		out = append(out, errorRecord{Kind: "error", Part: "gobench", Error: r.GoBenchError})
+	}
+	return out
+}
+
+func fmtPtr(v *float64, format string) string {
+	if v == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+// writeText prints the report as tables.
+func (r *report) writeText(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s, Go %s, Node %s, redis-server %s\n",
+		m.CPUs, m.CPUModel, m.OS, m.GoVersion, m.NodeVersion, m.RedisVersion)
+	if r.NodeUnavailable != "" {
+		fmt.Fprintf(w, "Node: unavailable (%s)\n", r.NodeUnavailable)
+	}
+	if len(r.Throughput) > 0 {
+		fmt.Fprintln(w, "\nWebhook flow, interleaved runs (requests and connections counted by the server; CPU of the client process):")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "latency\tcallers\tclient\twebhooks/s\tvs node\tp50 ms\tp99 ms\treq/webhook\tnew conns\tCPU µs/op\tallocs/op\truns\t")
+		for _, t := range r.Throughput {
+			if !t.Available {
+				fmt.Fprintf(tw, "%d ms\t%d\t%s\tunavailable\t\t\t\t\t\t\t\t\t\n", t.LatencyMS, t.Callers, t.Client)
+				continue
+			}
+			fmt.Fprintf(tw, "%d ms\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\t%d\t\n", t.LatencyMS, t.Callers, t.Client,
+				fmtPtr(t.WebhooksPerS, "%.1f"), fmtPtr(t.VsNode, "%.2fx"), fmtPtr(t.P50MS, "%.1f"), fmtPtr(t.P99MS, "%.1f"),
+				fmtPtr(t.RequestsPerWebhook, "%.2f"), *t.NewConnections, fmtPtr(t.CPUUSPerOp, "%.1f"), fmtPtr(t.AllocsPerOp, "%.0f"), t.Runs)
+		}
+		tw.Flush()
+		for _, t := range r.Throughput {
+			if !t.Available && t.Reason != "" {
+				fmt.Fprintf(w, "%s: %s\n", t.Client, t.Reason)
+				break
+			}
+		}
+		for _, t := range r.Throughput {
+			if t.Errors > 0 {
+				fmt.Fprintf(w, "%s at %d ms, %d callers: %d errors, first: %s\n", t.Client, t.LatencyMS, t.Callers, t.Errors, t.FirstError)
+			}
+		}
+	}
+	if len(r.Profiles) > 0 {
+		fmt.Fprintln(w, "\nHTTP requests per webhook, one invocation, no contention:")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "client\thandled\tduplicate\tqueued\tper drained message\t")
+		for _, p := range r.Profiles {
+			if !p.Available {
+				fmt.Fprintf(tw, "%s\tunavailable\t\t\t\t\n", p.Client)
+				continue
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t\n", p.Client, *p.Handled, *p.Duplicate, *p.Queued, *p.Drained)
+		}
+		tw.Flush()
+	}
+	if len(r.ColdStarts) > 0 {
+		fmt.Fprintln(w, "\nCold start, process start to first lock acquired (median):")
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "client\twall ms\tmin\tmax\tpeak RSS MB\truns\t")
+		for _, c := range r.ColdStarts {
+			fmt.Fprintf(tw, "%s\t%.1f\t%.1f\t%.1f\t%.1f\t%d\t\n", c.Client, c.WallMS, c.WallMSMin, c.WallMSMax, c.PeakRSSMB, c.Runs)
+		}
+		tw.Flush()
+	}
+	if len(r.Sizes) > 0 {
+		fmt.Fprintln(w, "\nBuild sizes:")
+		for _, s := range r.Sizes {
+			if s.Error != "" {
+				fmt.Fprintf(w, "  %s: failed: %s\n", s.Name, s.Error)
+				continue
+			}
+			fmt.Fprintf(w, "  %s: %.2f MB (%.2f MB %s) from %s\n    %s\n", s.Name, float64(s.Bytes)/(1<<20), float64(s.Compressed)/(1<<20), s.Packing, s.Source, s.Command)
+		}
+	}
+	if len(r.GoBench) > 0 || r.GoBenchError != "" {
+		fmt.Fprintln(w, "\ngo test -bench . -benchmem (root package):")
+		if r.GoBenchError != "" {
+			fmt.Fprintf(w, "  failed: %s\n", r.GoBenchError)
+		}
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "benchmark\tns/op\tB/op\tallocs/op\t")
+		for _, b := range r.GoBench {
+			bs, as := "n/a", "n/a"
+			if b.BytesPerOp != nil {
+				bs = fmt.Sprint(*b.BytesPerOp)
+			}
+			if b.AllocsPerOp != nil {
+				as = fmt.Sprint(*b.AllocsPerOp)
+			}
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t\n", b.Name, b.NsPerOp, bs, as)
+		}
+		tw.Flush()
+	}
+}
+
+// machineInfo describes this machine and the tools' versions.
+func machineInfo(root string) machineRecord {
+	m := machineRecord{Kind: "machine", CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				m.CPUModel = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	first := func(name string, args ...string) string {
+		cmd := exec.Command(name, args...)
+		cmd.Dir = root
+		out, err := cmd.Output()
+		if err != nil {
+			return "unknown"
+		}
+		return strings.TrimSpace(strings.SplitN(string(out), "\n", 2)[0])
+	}
+	m.GoVersion = first("go", "env", "GOVERSION")
+	m.NodeVersion = first("node", "--version")
+	m.RedisVersion = first("redis-server", "--version")
+	if f := strings.Fields(m.RedisVersion); len(f) >= 3 {
+		m.RedisVersion = strings.TrimPrefix(f[2], "v=")
+	}
+	return m
+}
