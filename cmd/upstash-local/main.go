@@ -2,13 +2,21 @@
 // embedded Redis (miniredis) or a real one, for development and for
 // clients' integration tests.
 //
-//	go run ./cmd/upstash-local -addr 127.0.0.1:8079 -token TOKEN [-read-only-token TOKEN]
-//	                           [-redis redis://127.0.0.1:6379 | -redis-server]
+//	go run ./cmd/upstash-local [-addr 127.0.0.1:8079] [-token TOKEN] [-read-only-token TOKEN]
+//	                           [-redis redis://127.0.0.1:6379 | -redis-server] [-v]
 //
-// It prints the URL and the environment lines the Upstash clients read
-// (UPSTASH_REDIS_REST_URL, UPSTASH_REDIS_REST_TOKEN, and
-// KV_REST_API_READ_ONLY_TOKEN when a read-only token is set), then serves
-// until SIGINT or SIGTERM. Without -token a random token is generated.
+// Once it listens, it prints to stdout one comment line naming the URL and
+// the backend, then the variables the Upstash clients read, as shell
+// commands (values single-quoted):
+//
+//	# upstash-local: Upstash REST API at http://127.0.0.1:8079, backed by an embedded Redis (miniredis) at 127.0.0.1:40111
+//	export UPSTASH_REDIS_REST_URL='http://127.0.0.1:8079'
+//	export UPSTASH_REDIS_REST_TOKEN='dev-token'
+//
+// (and export KV_REST_API_READ_ONLY_TOKEN=… when -read-only-token is set),
+// so that another shell can paste them or eval them. Errors, logs and the
+// shutdown notice go to stderr. It serves until SIGINT or SIGTERM, then
+// exits 0. Without -token a random token is generated.
 package main
 
 import (
@@ -20,6 +28,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/chatstate/upstash/upstashtest"
@@ -58,14 +67,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 		upstashtest.WithToken(*token),
 		upstashtest.WithReadOnlyToken(*roToken),
 	}
-	backend := "embedded Redis (miniredis)"
 	switch {
 	case *redisAddr != "":
 		opts = append(opts, upstashtest.WithRedisAddr(*redisAddr))
-		backend = "Redis at " + *redisAddr
 	case *redisServer:
 		opts = append(opts, upstashtest.WithRedisServer())
-		backend = "private redis-server"
 	default:
 		opts = append(opts, upstashtest.WithEmbedded())
 	}
@@ -85,12 +91,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	defer srv.Close()
 
-	fmt.Fprintf(stdout, "upstash-local: serving the Upstash REST API on %s (%s, Redis at %s)\n", srv.URL, backend, srv.RedisAddr())
-	fmt.Fprintf(stdout, "UPSTASH_REDIS_REST_URL=%s\n", srv.URL)
-	fmt.Fprintf(stdout, "UPSTASH_REDIS_REST_TOKEN=%s\n", srv.Token)
-	if srv.ReadOnlyToken != "" {
-		fmt.Fprintf(stdout, "KV_REST_API_READ_ONLY_TOKEN=%s\n", srv.ReadOnlyToken)
+	var backend string
+	switch {
+	case *redisAddr != "":
+		backend = "the Redis at " + srv.RedisAddr()
+	case *redisServer:
+		backend = "a private redis-server at " + srv.RedisAddr()
+	default:
+		backend = "an embedded Redis (miniredis) at " + srv.RedisAddr()
 	}
+	fmt.Fprint(stdout, banner(srv.URL, backend, srv.Token, srv.ReadOnlyToken))
 	if f, ok := stdout.(*os.File); ok {
 		_ = f.Sync()
 	}
@@ -99,4 +109,30 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fmt.Fprintln(stderr, "upstash-local: shutting down")
 	srv.Close()
 	return 0
+}
+
+// banner is what upstash-local prints once it listens: a comment naming the
+// URL and the backend, then one export line per variable, so that the whole
+// text can be evaluated by a POSIX shell.
+func banner(url, backend, token, roToken string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# upstash-local: Upstash REST API at %s, backed by %s\n", oneLine(url), oneLine(backend))
+	fmt.Fprintf(&b, "export UPSTASH_REDIS_REST_URL=%s\n", shellQuote(url))
+	fmt.Fprintf(&b, "export UPSTASH_REDIS_REST_TOKEN=%s\n", shellQuote(token))
+	if roToken != "" {
+		fmt.Fprintf(&b, "export KV_REST_API_READ_ONLY_TOKEN=%s\n", shellQuote(roToken))
+	}
+	return b.String()
+}
+
+// shellQuote quotes s for a POSIX shell: inside single quotes nothing is
+// special except the single quote itself, written as: close the quotes,
+// a backslash-escaped quote, reopen the quotes.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// oneLine keeps a comment on one line whatever the flags contained.
+func oneLine(s string) string {
+	return strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
 }
