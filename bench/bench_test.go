@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -129,6 +131,24 @@ func TestHarnessEndToEnd(t *testing.T) {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}
+	}
+
+	// -report reads the JSON back into the same tables.
+	saved := filepath.Join(t.TempDir(), "results.jsonl")
+	if err := os.WriteFile(saved, out.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	back, err := readReport(saved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep.NodeUnavailable = "" // not part of the JSON; the records carry the reason
+	text.Reset()
+	rep.writeText(&text)
+	var again bytes.Buffer
+	back.writeText(&again)
+	if again.String() != text.String() {
+		t.Errorf("-report prints\n%s\nwant\n%s", again.String(), text.String())
 	}
 }
 

@@ -36,7 +36,8 @@ type options struct {
 	skip       map[string]bool
 	root       string // module root
 	runTimeout time.Duration
-	noInstall  bool // never run npm ci (tests)
+	noInstall  bool   // never run npm ci (tests)
+	from       string // print the tables of a saved -json run
 }
 
 // parts of a run that -skip can leave out.
@@ -65,6 +66,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.benchtime, "benchtime", "", "-benchtime for go test -bench (default 1s, quick 200ms)")
 	skip := fs.String("skip", "", "parts to leave out, comma-separated: "+strings.Join(allParts, ","))
 	fs.DurationVar(&o.runTimeout, "run-timeout", 5*time.Minute, "limit for one measured run")
+	fs.StringVar(&o.from, "report", "", "print the tables of a saved -json output file instead of measuring")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -171,6 +173,17 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	o, err := parseFlags(args, stderr)
 	if err != nil {
 		return err
+	}
+	if o.from != "" {
+		rep, err := readReport(o.from)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			return rep.writeJSON(stdout)
+		}
+		rep.writeText(stdout)
+		return nil
 	}
 	if o.root, err = moduleRoot(); err != nil {
 		return err

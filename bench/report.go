@@ -1,6 +1,9 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -196,6 +199,59 @@ type errorRecord struct {
 	Kind  string `json:"kind"` // "error"
 	Part  string `json:"part"`
 	Error string `json:"error"`
+}
+
+// readReport reads the JSON lines of a -json run back.
+func readReport(path string) (*report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	rep := &report{}
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64*1024), 16*1024*1024)
+	for n := 1; sc.Scan(); n++ {
+		line := bytes.TrimSpace(sc.Bytes())
+		if len(line) == 0 {
+			continue
+		}
+		var k struct{ Kind, Part, Error string }
+		if err := json.Unmarshal(line, &k); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+		var target any
+		switch k.Kind {
+		case "machine":
+			target = &rep.Machine
+		case "throughput":
+			rep.Throughput = append(rep.Throughput, throughputRecord{})
+			target = &rep.Throughput[len(rep.Throughput)-1]
+		case "profile":
+			rep.Profiles = append(rep.Profiles, profileRecord{})
+			target = &rep.Profiles[len(rep.Profiles)-1]
+		case "coldstart":
+			rep.ColdStarts = append(rep.ColdStarts, coldRecord{})
+			target = &rep.ColdStarts[len(rep.ColdStarts)-1]
+		case "size":
+			rep.Sizes = append(rep.Sizes, sizeRecord{})
+			target = &rep.Sizes[len(rep.Sizes)-1]
+		case "gobench":
+			rep.GoBench = append(rep.GoBench, benchRecord{})
+			target = &rep.GoBench[len(rep.GoBench)-1]
+		case "error":
+			if k.Part == "gobench" {
+				rep.GoBenchError = k.Error
+			}
+			continue
+		default:
+			return nil, fmt.Errorf("%s:%d: unknown kind %q", path, n, k.Kind)
+		}
+		if err := json.Unmarshal(line, target); err != nil {
+			return nil, fmt.Errorf("%s:%d: %w", path, n, err)
+		}
+	}
+	return rep, sc.Err()
 }
 
 // records returns every record in output order.
