@@ -6,11 +6,49 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"net/http"
 	"strconv"
 	"unicode/utf8"
 )
 
 // ---- requests ----
+
+// encodeCommand appends cmd as a JSON array to buf, checking its arguments.
+// index is the command's position in a batch, or -1; label names the call
+// in errors.
+func encodeCommand(buf []byte, cmd Command, index int, label string) ([]byte, error) {
+	name := cmd.Name()
+	where := ""
+	if index >= 0 {
+		where = fmt.Sprintf("command %d (%s): ", index, name)
+	}
+	if name == "" {
+		if index < 0 {
+			return buf, fmt.Errorf("%w: a command needs a non-empty name", ErrInvalidArgument)
+		}
+		return buf, callErrorf(label, "command %d: %w: a command needs a non-empty name", index, ErrInvalidArgument)
+	}
+	buf = append(buf, '[')
+	for i, a := range cmd.args {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		var err error
+		if buf, err = appendArg(buf, a); err != nil {
+			return buf, callErrorf(label, "%sargument %d: %w", where, i, err)
+		}
+	}
+	return append(buf, ']'), nil
+}
+
+// checkRequestSize refuses a request body over max bytes (no limit if max
+// is 0 or less) before it is sent.
+func checkRequestSize(body []byte, label string, max int) error {
+	if max > 0 && len(body) > max {
+		return callErrorf(label, "%w: the request of %d bytes exceeds the %d-byte limit (Limits.MaxRequestBytes)", ErrRequestTooLarge, len(body), max)
+	}
+	return nil
+}
 
 // appendArg appends one command argument to buf as a JSON string. Every
 // argument travels as a string: Redis sees only strings anyway, and it avoids
@@ -53,7 +91,7 @@ func appendArg(buf []byte, arg any) ([]byte, error) {
 	case json.Number:
 		return appendJSONString(buf, string(a))
 	case nil:
-		return buf, fmt.Errorf("%w: nil argument", ErrInvalidArgument)
+		return buf, fmt.Errorf("%w: nil value", ErrInvalidArgument)
 	}
 	return buf, fmt.Errorf("%w: unsupported argument type %T (use string, []byte, an integer, a float or bool)", ErrInvalidArgument, arg)
 }
@@ -111,17 +149,6 @@ func appendJSONString(buf []byte, s string) ([]byte, error) {
 	}
 	buf = append(buf, s[start:]...)
 	return append(buf, '"'), nil
-}
-
-// argLen is the number of bytes an argument occupies, for the key limit.
-func argLen(arg any) int {
-	switch a := arg.(type) {
-	case string:
-		return len(a)
-	case []byte:
-		return len(a)
-	}
-	return 0
 }
 
 // ---- responses ----
@@ -268,17 +295,20 @@ func (r *reply) resultValue(b64 bool) (Value, error) {
 	return decodeValue(x, b64, 0)
 }
 
-// DecodeReply decodes the body of a successful single-command response
-// ({"result": ...} or {"error": ...}) the way the client does. It is exported
-// for tests and tools that handle raw REST bodies; any input yields a value
-// or an error, never a panic.
-func DecodeReply(body []byte, base64Encoded bool) (Value, error) {
+// decodeReply decodes the body of a successful single-command response
+// ({"result": ...} or {"error": ...}) to the command label the way the
+// client does; any input yields a value or an error, never a panic.
+func decodeReply(body []byte, base64Encoded bool, label string) (Value, error) {
 	var r reply
 	if err := parseReplies(body, &r); err != nil {
-		return Value{}, protocolErrorf("body is not a JSON object: %v", err)
+		return Value{}, callErrorf(label, "%w: body is not a JSON object: %s", ErrProtocol, err.Error())
 	}
 	if r.Error != nil {
-		return Value{}, newError("", -1, 200, *r.Error)
+		return Value{}, newError(label, -1, http.StatusOK, *r.Error)
 	}
-	return r.resultValue(base64Encoded)
+	v, err := r.resultValue(base64Encoded)
+	if err != nil {
+		return Value{}, withLabel(label, err)
+	}
+	return v, nil
 }

@@ -1,9 +1,16 @@
 package upstash_test
 
+// Tests of the codec (codec.go): reply decoding with its base64 rules,
+// argument encoding, and the request size check.
+
 import (
+	"context"
+	"encoding/json"
 	"errors"
+	"math"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatstate/upstash"
 )
@@ -149,88 +156,6 @@ func TestDecodeReplyError(t *testing.T) {
 	}
 }
 
-func TestValueAccessors(t *testing.T) {
-	nilV, intV := upstash.NilValue(), upstash.IntValue(42)
-	strV, numStr := upstash.StringValue([]byte("hello")), upstash.StringValue([]byte("-17"))
-	okV := upstash.StringValue([]byte("OK"))
-	arr := upstash.ArrayValue(upstash.StringValue([]byte("a")), nilV, upstash.IntValue(3))
-	nested := upstash.ArrayValue(arr)
-
-	if nilV.Kind() != upstash.KindNil || !nilV.IsNil() || intV.IsNil() || (upstash.Value{}).Kind() != upstash.KindNil {
-		t.Error("Kind/IsNil")
-	}
-	for k, want := range map[upstash.Kind]string{upstash.KindNil: "nil", upstash.KindInt: "integer", upstash.KindString: "string", upstash.KindArray: "array", 9: "Kind(9)"} {
-		if k.String() != want {
-			t.Errorf("Kind(%d).String() = %q", k, k.String())
-		}
-	}
-	// Int64
-	if n, err := intV.Int64(); n != 42 || err != nil {
-		t.Errorf("Int64 of integer: %d %v", n, err)
-	}
-	if n, err := numStr.Int64(); n != -17 || err != nil {
-		t.Errorf("Int64 of numeric string: %d %v", n, err)
-	}
-	if _, err := strV.Int64(); !errors.Is(err, upstash.ErrProtocol) {
-		t.Errorf("Int64 of text: %v", err)
-	}
-	if _, err := nilV.Int64(); !errors.Is(err, upstash.ErrNil) {
-		t.Errorf("Int64 of nil: %v", err)
-	}
-	if _, err := arr.Int64(); !errors.Is(err, upstash.ErrProtocol) {
-		t.Errorf("Int64 of array: %v", err)
-	}
-	// Bytes and Text
-	if b, err := strV.Bytes(); string(b) != "hello" || err != nil {
-		t.Errorf("Bytes: %q %v", b, err)
-	}
-	if _, err := intV.Bytes(); !errors.Is(err, upstash.ErrProtocol) {
-		t.Errorf("Bytes of integer: %v", err)
-	}
-	if _, err := nilV.Bytes(); !errors.Is(err, upstash.ErrNil) {
-		t.Errorf("Bytes of nil: %v", err)
-	}
-	if s, err := intV.Text(); s != "42" || err != nil {
-		t.Errorf("Text of integer: %q %v", s, err)
-	}
-	if _, err := nilV.Text(); !errors.Is(err, upstash.ErrNil) {
-		t.Errorf("Text of nil: %v", err)
-	}
-	if _, err := arr.Text(); !errors.Is(err, upstash.ErrProtocol) {
-		t.Errorf("Text of array: %v", err)
-	}
-	// Bool
-	for _, tc := range []struct {
-		v    upstash.Value
-		want bool
-		ok   bool
-	}{{nilV, false, true}, {upstash.IntValue(0), false, true}, {upstash.IntValue(1), true, true}, {okV, true, true}, {strV, false, false}, {arr, false, false}} {
-		got, err := tc.v.Bool()
-		if got != tc.want || (err == nil) != tc.ok {
-			t.Errorf("Bool(%v) = %v, %v", tc.v, got, err)
-		}
-	}
-	// Array and Strings
-	if a, err := arr.Array(); len(a) != 3 || err != nil {
-		t.Errorf("Array: %v %v", a, err)
-	}
-	if _, err := strV.Array(); !errors.Is(err, upstash.ErrProtocol) {
-		t.Errorf("Array of string: %v", err)
-	}
-	if _, err := nilV.Array(); !errors.Is(err, upstash.ErrNil) {
-		t.Errorf("Array of nil: %v", err)
-	}
-	if s, err := arr.Strings(); err != nil || strings.Join(s, "|") != "a||3" {
-		t.Errorf("Strings: %q %v", s, err)
-	}
-	if _, err := nested.Strings(); !errors.Is(err, upstash.ErrProtocol) {
-		t.Errorf("Strings of nested: %v", err)
-	}
-	if got := nested.String(); got != `[["a", (nil), (integer) 3]]` {
-		t.Errorf("String() = %s", got)
-	}
-}
-
 func TestDecodeReplyDoesNotAliasTheBody(t *testing.T) {
 	for _, b64 := range []bool{false, true} {
 		body := []byte(`{"result":["YmFy","OK"],"x":0}`)
@@ -254,4 +179,198 @@ func TestDecodeReplyDoesNotAliasTheBody(t *testing.T) {
 			t.Fatalf("values changed with the body: %s -> %s, %s -> %s", before, v, wBefore, w)
 		}
 	}
+}
+
+type jsonish struct{ A int }
+
+func TestArgumentEncoding(t *testing.T) {
+	c, mt, rec := newMock(t)
+	on(mt, "", rec.reply(200, `{"result":"OK"}`))
+	args := []any{
+		"plain", "quote\" back\\slash", "ctl\x00\x01\x1f\n\r\t", "ünïcödé 🚀 \u2028", "",
+		[]byte("bytes"), []byte{},
+		0, -1, int8(-8), int16(16), int32(-32), int64(math.MinInt64), uint(1), uint8(255), uint16(16), uint32(32), uint64(math.MaxUint64),
+		1.5, 0.1, -0.25, 1e21, 1e-7, float32(0.1), float32(3.25), 100.0,
+		true, false, json.Number("12"), json.Number("-3.5e2"),
+	}
+	if _, err := c.Do(ctxT(t), "SET", args...); err != nil {
+		t.Fatal(err)
+	}
+	body := rec.all()[0].Body
+	if !json.Valid(body) {
+		t.Fatalf("invalid JSON body %q", body)
+	}
+	var got []any
+	if err := json.Unmarshal(body, &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"SET",
+		"plain", "quote\" back\\slash", "ctl\x00\x01\x1f\n\r\t", "ünïcödé 🚀 \u2028", "",
+		"bytes", "",
+		"0", "-1", "-8", "16", "-32", "-9223372036854775808", "1", "255", "16", "32", "18446744073709551615",
+		"1.5", "0.1", "-0.25", "1000000000000000000000", "0.0000001", "0.1", "3.25", "100",
+		"1", "0", "12", "-3.5e2",
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d arguments, want %d: %s", len(got), len(want), body)
+	}
+	for i := range want {
+		s, ok := got[i].(string)
+		if !ok || s != want[i] {
+			t.Errorf("argument %d = %#v, want the JSON string %q", i, got[i], want[i])
+		}
+	}
+}
+
+func TestInvalidArguments(t *testing.T) {
+	var nilBytes []byte
+	tests := []struct {
+		name string
+		args []any
+	}{
+		{"invalid UTF-8 string", []any{"k", "ab\xffcd" + secretArg}},
+		{"invalid UTF-8 bytes", []any{"k", []byte{'a', 0xc3, 0x28}}},
+		{"truncated rune", []any{"k", "\xe2\x82"}},
+		{"invalid UTF-8 key", []any{"\xff" + secretArg, "v"}},
+		{"struct", []any{"k", jsonish{A: 1}}},
+		{"map", []any{"k", map[string]string{"a": secretArg}}},
+		{"slice of strings", []any{"k", []string{secretArg}}},
+		{"nil", []any{"k", nil}},
+		{"pointer", []any{"k", new(string)}},
+		{"time.Duration", []any{"k", "v", "PX", time.Second}},
+		{"time.Time", []any{"k", time.Now()}},
+		{"NaN", []any{"k", math.NaN()}},
+		{"+Inf", []any{"k", math.Inf(1)}},
+		{"-Inf float32", []any{"k", float32(math.Inf(-1))}},
+		{"error value", []any{"k", errors.New(secretArg)}},
+	}
+	_ = nilBytes
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, mt, _ := newMock(t)
+			_, err := c.Do(ctxT(t), "SET", tc.args...)
+			wantErrIs(t, err, upstash.ErrInvalidArgument)
+			if strings.Contains(err.Error(), secretArg) {
+				t.Fatalf("error %q contains the argument value", err)
+			}
+			_, err = c.Pipeline(ctxT(t), upstash.Cmd("GET", "a"), upstash.Cmd("SET", tc.args...))
+			wantErrIs(t, err, upstash.ErrInvalidArgument)
+			if !strings.Contains(err.Error(), "command 1 (SET)") {
+				t.Errorf("pipeline error %q does not say which command", err)
+			}
+			_, err = c.Transaction(ctxT(t), upstash.Cmd("SET", tc.args...))
+			wantErrIs(t, err, upstash.ErrInvalidArgument)
+			if n := mt.GetTotalCallCount(); n != 0 {
+				t.Fatalf("%d requests were made", n)
+			}
+		})
+	}
+	t.Run("bad command names", func(t *testing.T) {
+		c, mt, _ := newMock(t)
+		for _, cmd := range []upstash.Command{upstash.Cmd(""), {}} {
+			if _, err := c.Run(ctxT(t), cmd); !errors.Is(err, upstash.ErrInvalidArgument) {
+				t.Errorf("Run(%v): %v", cmd, err)
+			}
+		}
+		if n := mt.GetTotalCallCount(); n != 0 {
+			t.Fatalf("%d requests were made", n)
+		}
+	})
+	t.Run("negative TTL", func(t *testing.T) {
+		c, mt, _ := newMock(t)
+		if err := c.Set(ctxT(t), "k", "v", -time.Second); !errors.Is(err, upstash.ErrInvalidArgument) {
+			t.Errorf("Set: %v", err)
+		}
+		if _, err := c.SetNX(ctxT(t), "k", "v", -time.Second); !errors.Is(err, upstash.ErrInvalidArgument) {
+			t.Errorf("SetNX: %v", err)
+		}
+		if n := mt.GetTotalCallCount(); n != 0 {
+			t.Fatalf("%d requests were made", n)
+		}
+	})
+}
+
+func TestRequestLimits(t *testing.T) {
+	limits := upstash.Limits{MaxRequestBytes: 1000}
+	script := upstash.NewScript("return 1")
+	tooLarge := []struct {
+		name  string
+		label string // the call its error names
+		run   func(c *upstash.Client) error
+	}{
+		{"body", "SET", func(c *upstash.Client) error {
+			_, err := c.Do(context.Background(), "SET", "k", strings.Repeat("v", 1000))
+			return err
+		}},
+		{"long key", "GET", func(c *upstash.Client) error {
+			_, err := c.Get(context.Background(), strings.Repeat("k", 1000))
+			return err
+		}},
+		{"script", "EVALSHA", func(c *upstash.Client) error {
+			_, err := script.Run(context.Background(), c, []string{"a"}, strings.Repeat("v", 1000))
+			return err
+		}},
+		{"pipeline body", "PIPELINE", func(c *upstash.Client) error {
+			cmds := make([]upstash.Command, 0, 100)
+			for i := 0; i < 100; i++ {
+				cmds = append(cmds, upstash.Cmd("SET", "k", "0123456789"))
+			}
+			_, err := c.Pipeline(context.Background(), cmds...)
+			return err
+		}},
+		{"transaction body", "MULTI-EXEC", func(c *upstash.Client) error {
+			_, err := c.Transaction(context.Background(), upstash.Cmd("GET", "a"), upstash.Cmd("SET", "k", strings.Repeat("v", 1000)))
+			return err
+		}},
+	}
+	for _, tc := range tooLarge {
+		t.Run(tc.name, func(t *testing.T) {
+			c, mt, _ := newMock(t, upstash.WithLimits(limits))
+			err := tc.run(c)
+			wantErrIs(t, err, upstash.ErrRequestTooLarge)
+			if want := "upstash: " + tc.label + ": request too large: "; !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("error %q does not start with %q", err, want)
+			}
+			if n := mt.GetTotalCallCount(); n != 0 {
+				t.Fatalf("%d requests were made", n)
+			}
+		})
+	}
+	t.Run("at the limit", func(t *testing.T) {
+		c, mt, rec := newMock(t, upstash.WithLimits(limits))
+		on(mt, "", rec.reply(200, `{"result":"OK"}`))
+		body := `["SET","k","` + strings.Repeat("v", 1000-len(`["SET","k",""]`)) + `"]`
+		if len(body) != 1000 {
+			t.Fatalf("test bug: %d", len(body))
+		}
+		if _, err := c.Do(ctxT(t), "SET", "k", strings.Repeat("v", 1000-len(`["SET","k",""]`))); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(rec.all()[0].Body); got != body {
+			t.Fatalf("sent %d bytes, want the 1000-byte body", len(got))
+		}
+	})
+	t.Run("zero limits disable the checks", func(t *testing.T) {
+		c, mt, rec := newMock(t, upstash.WithLimits(upstash.Limits{}))
+		on(mt, "", rec.reply(200, `{"result":"OK"}`))
+		if _, err := c.Do(ctxT(t), "SET", strings.Repeat("k", 40<<10), strings.Repeat("v", 11<<20)); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("default limits", func(t *testing.T) {
+		c, mt, rec := newMock(t)
+		on(mt, "", rec.reply(200, `{"result":null}`))
+		// Keys are not checked by the client (the server judges them): a
+		// 33 KB key is sent.
+		if _, err := c.Get(ctxT(t), strings.Repeat("k", 32*1024+1)); !errors.Is(err, upstash.ErrNil) {
+			t.Fatalf("33 KB key: %v", err)
+		}
+		big := strings.Repeat("v", 10*1024*1024)
+		if err := c.Set(ctxT(t), "k", big, 0); !errors.Is(err, upstash.ErrRequestTooLarge) {
+			t.Fatalf("10 MB value: %v", err)
+		}
+		if n := mt.GetTotalCallCount(); n != 1 {
+			t.Fatalf("%d requests were made, want 1 (the GET)", n)
+		}
+	})
 }

@@ -2,10 +2,6 @@ package upstash
 
 import (
 	"context"
-	"encoding/json"
-	"fmt"
-	"math"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -31,7 +27,8 @@ func Cmd(name string, args ...any) Command {
 
 // Idempotent marks the command as safe to send twice: a retry after a lost
 // reply cannot change the outcome or the reply. Reads and a few writes (SET
-// without NX/XX/GET, PEXPIRE, EVAL_RO…) are known to be safe without it.
+// without NX/XX/GET, PEXPIRE, EVAL_RO…) are known to be safe without it;
+// retry.go lists them.
 func (c Command) Idempotent() Command {
 	c.idempotent = true
 	return c
@@ -46,132 +43,6 @@ func (c Command) Name() string {
 		return strings.ToUpper(s)
 	}
 	return ""
-}
-
-// safeToRepeat reports whether sending the command twice gives the same
-// outcome and reply as sending it once.
-func (c Command) safeToRepeat() bool {
-	if c.idempotent {
-		return true
-	}
-	if c.script != nil {
-		return c.script.idempotent
-	}
-	name := c.Name()
-	if readOnlyCommands[name] {
-		return true
-	}
-	switch name {
-	case "SET":
-		// SET key value [PX ms|EX s|KEEPTTL]: repeating it stores the same
-		// value and replies OK again. NX, XX and GET make the reply depend on
-		// what was there before.
-		for _, a := range c.args[min(3, len(c.args)):] {
-			if s, ok := a.(string); ok {
-				switch strings.ToUpper(s) {
-				case "NX", "XX", "GET":
-					return false
-				}
-			}
-		}
-		return true
-	case "PEXPIRE", "EXPIRE", "PEXPIREAT", "EXPIREAT":
-		return len(c.args) == 3 // no NX/XX/GT/LT condition
-	case "MSET", "SCRIPT":
-		return true
-	}
-	return false
-}
-
-// readOnlyCommands lists commands that change nothing, so a retry is safe.
-var readOnlyCommands = map[string]bool{
-	"GET": true, "MGET": true, "GETRANGE": true, "STRLEN": true, "EXISTS": true,
-	"TTL": true, "PTTL": true, "EXPIRETIME": true, "PEXPIRETIME": true, "TYPE": true,
-	"LRANGE": true, "LLEN": true, "LINDEX": true, "LPOS": true,
-	"SISMEMBER": true, "SMISMEMBER": true, "SMEMBERS": true, "SCARD": true,
-	"HGET": true, "HMGET": true, "HGETALL": true, "HLEN": true, "HEXISTS": true,
-	"HKEYS": true, "HVALS": true, "HSTRLEN": true,
-	"ZSCORE": true, "ZMSCORE": true, "ZRANGE": true, "ZCARD": true, "ZRANK": true,
-	"ZREVRANK": true, "ZCOUNT": true, "ZRANGEBYSCORE": true, "ZREVRANGE": true,
-	"XRANGE": true, "XREVRANGE": true, "XLEN": true,
-	"BITCOUNT": true, "GETBIT": true, "PING": true, "ECHO": true, "TIME": true,
-	"DBSIZE": true, "KEYS": true, "SCAN": true, "SSCAN": true, "HSCAN": true,
-	"ZSCAN": true, "EVAL_RO": true, "EVALSHA_RO": true,
-}
-
-// keylessCommands take no key as their first argument.
-var keylessCommands = map[string]bool{
-	"PING": true, "ECHO": true, "TIME": true, "DBSIZE": true, "KEYS": true,
-	"SCAN": true, "SCRIPT": true, "FLUSHDB": true, "FLUSHALL": true, "INFO": true,
-	"PUBLISH": true, "RANDOMKEY": true, "COMMAND": true, "CONFIG": true,
-	"MULTI": true, "EXEC": true, "FUNCTION": true,
-}
-
-// allKeyCommands take only keys as arguments.
-var allKeyCommands = map[string]bool{
-	"DEL": true, "UNLINK": true, "EXISTS": true, "MGET": true, "TOUCH": true,
-	"WATCH": true, "SINTER": true, "SUNION": true, "SDIFF": true,
-}
-
-// keys returns the arguments of c that are keys, as far as the client can
-// tell without the server's command table.
-func (c Command) keys() []any {
-	name := c.Name()
-	args := c.args[1:]
-	switch {
-	case len(args) == 0 || keylessCommands[name]:
-		return nil
-	case allKeyCommands[name]:
-		return args
-	case name == "EVAL" || name == "EVALSHA" || name == "EVAL_RO" || name == "EVALSHA_RO" || name == "FCALL" || name == "FCALL_RO":
-		if len(args) < 2 {
-			return nil
-		}
-		n, ok := intArg(args[1])
-		if !ok || n < 0 || n > int64(len(args)-2) {
-			return nil
-		}
-		return args[2 : 2+n]
-	}
-	return args[:1]
-}
-
-// intArg returns the integer an argument is sent as, if it is one: any Go
-// integer type, or a string, []byte or json.Number holding a base-10 integer.
-func intArg(a any) (int64, bool) {
-	var s string
-	switch v := a.(type) {
-	case int:
-		return int64(v), true
-	case int8:
-		return int64(v), true
-	case int16:
-		return int64(v), true
-	case int32:
-		return int64(v), true
-	case int64:
-		return v, true
-	case uint:
-		return int64(min(v, math.MaxInt64)), true
-	case uint8:
-		return int64(v), true
-	case uint16:
-		return int64(v), true
-	case uint32:
-		return int64(v), true
-	case uint64:
-		return int64(min(v, math.MaxInt64)), true
-	case string:
-		s = v
-	case []byte:
-		s = string(v)
-	case json.Number:
-		s = string(v)
-	default:
-		return 0, false
-	}
-	n, err := strconv.ParseInt(s, 10, 64)
-	return n, err == nil
 }
 
 // ---- typed helpers for common commands ----
@@ -222,7 +93,7 @@ func (c *Client) SetNX(ctx context.Context, key string, value any, ttl time.Dura
 
 func setCommand(key string, value any, ttl time.Duration, nx bool) (Command, error) {
 	if ttl < 0 {
-		return Command{}, fmt.Errorf("%w: negative TTL %v", ErrInvalidArgument, ttl)
+		return Command{}, callErrorf("SET", "%w: negative TTL %v", ErrInvalidArgument, ttl)
 	}
 	args := []any{key, value}
 	if ttl > 0 {

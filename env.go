@@ -17,24 +17,34 @@ import (
 // ones the Upstash console shows; the KV_* names are the ones the Upstash
 // integration on the Vercel Marketplace sets.
 const (
-	EnvURL              = "UPSTASH_REDIS_REST_URL"
-	EnvToken            = "UPSTASH_REDIS_REST_TOKEN"
-	EnvVercelURL        = "KV_REST_API_URL"
-	EnvVercelToken      = "KV_REST_API_TOKEN"
-	EnvVercelReadOnlyTk = "KV_REST_API_READ_ONLY_TOKEN"
+	EnvURL                 = "UPSTASH_REDIS_REST_URL"
+	EnvToken               = "UPSTASH_REDIS_REST_TOKEN"
+	EnvVercelURL           = "KV_REST_API_URL"
+	EnvVercelToken         = "KV_REST_API_TOKEN"
+	EnvVercelReadOnlyToken = "KV_REST_API_READ_ONLY_TOKEN"
 )
 
-// Config names one Upstash Redis database.
+// Config names one Upstash Redis database. Build it by hand or with
+// ConfigFromEnv; New checks it. New takes the URL and token exactly as
+// given: whitespace, control characters or quotes anywhere in them are
+// refused (ConfigFromEnv trims the whitespace around a variable's value
+// before the same check).
 type Config struct {
-	// URL is the REST URL, https://<name>.upstash.io. A trailing slash is
-	// removed.
+	// URL is the REST URL, https://<name>.upstash.io. Trailing slashes are
+	// removed. A path is kept as a prefix of every request's path:
+	// https://host/v2 sends commands to /v2 and pipelines to /v2/pipeline.
 	URL string
 	// Token is the REST token (full access or read-only).
 	Token string `json:"-"`
 	// AllowInsecureHTTP permits a plain http:// URL to a host other than a
-	// loopback address. Without it such a URL is refused, because the token
-	// would cross the network in clear text.
+	// loopback address. Without it (the default) such a URL is refused,
+	// because the token would cross the network in clear text.
 	AllowInsecureHTTP bool
+
+	// tokenVar names the environment variable ConfigFromEnv read Token
+	// from, so that a 401 can say which one to check; "" for a Config built
+	// by hand.
+	tokenVar string
 }
 
 // String describes the configuration without the token.
@@ -46,11 +56,8 @@ func (c Config) String() string {
 	return fmt.Sprintf("upstash.Config{URL: %q, Token: %s}", c.URL, tok)
 }
 
-// GoString is like String, so %#v does not print the token either.
-func (c Config) GoString() string { return c.String() }
-
-// Format prints String for every verb (%d or %x included), so no format
-// string can print the token.
+// Format prints String for every verb (%d, %x and %#v included), so no
+// format string can print the token.
 func (c Config) Format(f fmt.State, verb rune) { fmt.Fprint(f, c.String()) }
 
 // LogValue makes log/slog log String, also with a JSON handler (which would
@@ -73,7 +80,8 @@ func (c Config) validate() (string, error) {
 	return u, nil
 }
 
-// EnvOption adjusts how ConfigFromEnv reads the environment.
+// EnvOption adjusts how ConfigFromEnv reads the environment. The options'
+// names start with Env: EnvPrefix, EnvMap, EnvReadOnly.
 type EnvOption func(*envSettings)
 
 type envSettings struct {
@@ -82,18 +90,22 @@ type envSettings struct {
 	readOnly bool
 }
 
-// FromMap makes ConfigFromEnv read m instead of the process environment
-// (useful in tests and examples).
-func FromMap(m map[string]string) EnvOption { return func(s *envSettings) { s.environ = m } }
+// EnvMap makes ConfigFromEnv read m instead of the process environment
+// (useful in tests and examples). The default, and a nil m, is the process
+// environment.
+func EnvMap(m map[string]string) EnvOption { return func(s *envSettings) { s.environ = m } }
 
-// WithPrefix reads the variables with a prefix, as Vercel sets them when the
-// integration was connected with a custom prefix: WithPrefix("cache_") reads
-// cache_KV_REST_API_URL and cache_UPSTASH_REDIS_REST_URL.
-func WithPrefix(prefix string) EnvOption { return func(s *envSettings) { s.prefix = prefix } }
+// EnvPrefix reads the variables with a prefix, as Vercel sets them when the
+// integration was connected with a custom prefix: EnvPrefix("cache_") reads
+// cache_KV_REST_API_URL and cache_UPSTASH_REDIS_REST_URL. The default is no
+// prefix. It concerns variable names only; State's key prefix is
+// WithKeyPrefix.
+func EnvPrefix(prefix string) EnvOption { return func(s *envSettings) { s.prefix = prefix } }
 
-// ReadOnly selects the read-only token, KV_REST_API_READ_ONLY_TOKEN. A client
-// built from it can only read; locks and state writes fail with NOPERM.
-func ReadOnly() EnvOption { return func(s *envSettings) { s.readOnly = true } }
+// EnvReadOnly selects the read-only token, KV_REST_API_READ_ONLY_TOKEN. A
+// client built from it can only read; locks and state writes fail with
+// NOPERM. The default is the full-access token.
+func EnvReadOnly() EnvOption { return func(s *envSettings) { s.readOnly = true } }
 
 type envVars struct {
 	URL           string `env:"UPSTASH_REDIS_REST_URL"`
@@ -105,11 +117,13 @@ type envVars struct {
 
 // ConfigFromEnv reads the REST URL from UPSTASH_REDIS_REST_URL, falling back
 // to KV_REST_API_URL, and the token from UPSTASH_REDIS_REST_TOKEN, falling
-// back to KV_REST_API_TOKEN (or, with ReadOnly, from
-// KV_REST_API_READ_ONLY_TOKEN). Leading and trailing whitespace is trimmed,
-// and an empty or blank variable counts as unset; whitespace or quotes
-// inside a value are refused. Every problem is reported at once, naming the
-// variables looked at but never their values.
+// back to KV_REST_API_TOKEN (or, with EnvReadOnly, from
+// KV_REST_API_READ_ONLY_TOKEN). The whitespace around a value is trimmed (a
+// pasted trailing newline is common), so an empty or blank variable counts
+// as unset; whitespace, control characters or quotes inside a value are
+// refused. Every problem is reported at once, naming the variables looked
+// at but never their values. The Config remembers which variable the token
+// came from, so that a refused token's error names it.
 func ConfigFromEnv(opts ...EnvOption) (Config, error) {
 	var s envSettings
 	for _, o := range opts {
@@ -136,7 +150,7 @@ func ConfigFromEnv(opts ...EnvOption) (Config, error) {
 	}
 	var tokName, token string
 	if s.readOnly {
-		tokName, token = p+EnvVercelReadOnlyTk, v.VercelROToken
+		tokName, token = p+EnvVercelReadOnlyToken, v.VercelROToken
 		if token == "" {
 			errs = append(errs, fmt.Errorf("no read-only REST token: set %s", tokName))
 		}
@@ -146,7 +160,7 @@ func ConfigFromEnv(opts ...EnvOption) (Config, error) {
 			errs = append(errs, fmt.Errorf("no REST token: set %s or %s", p+EnvToken, p+EnvVercelToken))
 		}
 	}
-	cfg := Config{Token: token}
+	cfg := Config{Token: token, tokenVar: tokName}
 	if rawURL != "" {
 		u, err := checkURL(urlName, rawURL, false)
 		if err != nil {
@@ -185,18 +199,31 @@ func environMap() map[string]string {
 	return m
 }
 
+// checkValue applies the rule every URL and token follows: no whitespace,
+// control characters or quotes anywhere (ConfigFromEnv has trimmed the
+// whitespace around an environment value before). Error texts name the
+// setting, never its value.
+func checkValue(name, v string) error {
+	switch {
+	case v == "":
+		return fmt.Errorf("%s is empty", name)
+	case strings.TrimSpace(v) != v:
+		return fmt.Errorf("%s has leading or trailing whitespace", name)
+	case strings.IndexFunc(v, unicode.IsSpace) >= 0:
+		return fmt.Errorf("%s contains whitespace", name)
+	case strings.IndexFunc(v, unicode.IsControl) >= 0:
+		return fmt.Errorf("%s contains a control character", name)
+	case strings.ContainsAny(v, `"'`):
+		return fmt.Errorf("%s contains quote characters; remove the quotes around the value", name)
+	}
+	return nil
+}
+
 // checkURL validates a REST URL named name and returns it without a
 // trailing slash. Error texts name the variable, never its value.
 func checkURL(name, raw string, allowHTTP bool) (string, error) {
-	switch {
-	case raw == "":
-		return "", fmt.Errorf("%s is empty", name)
-	case strings.TrimSpace(raw) != raw:
-		return "", fmt.Errorf("%s has leading or trailing whitespace", name)
-	case strings.IndexFunc(raw, unicode.IsSpace) >= 0:
-		return "", fmt.Errorf("%s contains whitespace", name)
-	case strings.ContainsAny(raw, `"'`):
-		return "", fmt.Errorf("%s contains quote characters; remove the quotes around the value", name)
+	if err := checkValue(name, raw); err != nil {
+		return "", err
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -225,19 +252,7 @@ func checkURL(name, raw string, allowHTTP bool) (string, error) {
 	return strings.TrimRight(raw, "/"), nil
 }
 
-func checkToken(name, tok string) error {
-	switch {
-	case tok == "":
-		return fmt.Errorf("%s is empty", name)
-	case strings.TrimSpace(tok) != tok:
-		return fmt.Errorf("%s has leading or trailing whitespace", name)
-	case strings.IndexFunc(tok, unicode.IsSpace) >= 0:
-		return fmt.Errorf("%s contains whitespace", name)
-	case strings.ContainsAny(tok, `"'`):
-		return fmt.Errorf("%s contains quote characters; remove the quotes around the value", name)
-	}
-	return nil
-}
+func checkToken(name, tok string) error { return checkValue(name, tok) }
 
 func isLoopback(host string) bool {
 	if host == "localhost" {

@@ -48,17 +48,17 @@ func TestConfigFromEnv(t *testing.T) {
 		{"prefix", map[string]string{
 			"cache_KV_REST_API_URL": envHost, "cache_KV_REST_API_TOKEN": envTokKV,
 			"KV_REST_API_URL": "https://unprefixed.upstash.io", "KV_REST_API_TOKEN": "unprefixed",
-		}, []upstash.EnvOption{upstash.WithPrefix("cache_")}, envHost, envTokKV},
+		}, []upstash.EnvOption{upstash.EnvPrefix("cache_")}, envHost, envTokKV},
 		{"prefix, primary names", map[string]string{
 			"MY_UPSTASH_REDIS_REST_URL": envHost, "MY_UPSTASH_REDIS_REST_TOKEN": envTok,
-		}, []upstash.EnvOption{upstash.WithPrefix("MY_")}, envHost, envTok},
+		}, []upstash.EnvOption{upstash.EnvPrefix("MY_")}, envHost, envTok},
 		{"read-only", map[string]string{
 			"KV_REST_API_URL": envHost, "KV_REST_API_TOKEN": envTokKV, "KV_REST_API_READ_ONLY_TOKEN": envTokRO,
 			"UPSTASH_REDIS_REST_TOKEN": envTok,
-		}, []upstash.EnvOption{upstash.ReadOnly()}, envHost, envTokRO},
+		}, []upstash.EnvOption{upstash.EnvReadOnly()}, envHost, envTokRO},
 		{"read-only with prefix", map[string]string{
 			"p_KV_REST_API_URL": envHost, "p_KV_REST_API_READ_ONLY_TOKEN": envTokRO,
-		}, []upstash.EnvOption{upstash.ReadOnly(), upstash.WithPrefix("p_")}, envHost, envTokRO},
+		}, []upstash.EnvOption{upstash.EnvReadOnly(), upstash.EnvPrefix("p_")}, envHost, envTokRO},
 		{"trailing slash trimmed", map[string]string{
 			"UPSTASH_REDIS_REST_URL": envHost + "/", "UPSTASH_REDIS_REST_TOKEN": envTok,
 		}, nil, envHost, envTok},
@@ -83,7 +83,7 @@ func TestConfigFromEnv(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := upstash.ConfigFromEnv(append([]upstash.EnvOption{upstash.FromMap(tc.env)}, tc.opts...)...)
+			cfg, err := upstash.ConfigFromEnv(append([]upstash.EnvOption{upstash.EnvMap(tc.env)}, tc.opts...)...)
 			if err != nil {
 				t.Fatalf("ConfigFromEnv: %v", err)
 			}
@@ -113,10 +113,10 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"only blanks", map[string]string{"UPSTASH_REDIS_REST_URL": " \t", "UPSTASH_REDIS_REST_TOKEN": "\n"}, nil,
 			[]string{"no REST URL", "no REST token"}},
 		{"prefix missing", map[string]string{"KV_REST_API_URL": envHost, "KV_REST_API_TOKEN": envTokKV},
-			[]upstash.EnvOption{upstash.WithPrefix("cache_")},
+			[]upstash.EnvOption{upstash.EnvPrefix("cache_")},
 			[]string{"cache_UPSTASH_REDIS_REST_URL", "cache_KV_REST_API_URL", "cache_KV_REST_API_TOKEN"}},
 		{"read-only token missing", map[string]string{"KV_REST_API_URL": envHost, "KV_REST_API_TOKEN": envTokKV},
-			[]upstash.EnvOption{upstash.ReadOnly()}, []string{"KV_REST_API_READ_ONLY_TOKEN"}},
+			[]upstash.EnvOption{upstash.EnvReadOnly()}, []string{"KV_REST_API_READ_ONLY_TOKEN"}},
 		{"rediss URL", map[string]string{
 			"UPSTASH_REDIS_REST_URL": "rediss://default:" + envTok + "@eu2-secret-host-7781.upstash.io:6379", "UPSTASH_REDIS_REST_TOKEN": envTok,
 		}, nil, []string{"UPSTASH_REDIS_REST_URL", "rediss://", "https://"}},
@@ -165,7 +165,7 @@ func TestConfigFromEnvErrors(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg, err := upstash.ConfigFromEnv(append([]upstash.EnvOption{upstash.FromMap(tc.env)}, tc.opts...)...)
+			cfg, err := upstash.ConfigFromEnv(append([]upstash.EnvOption{upstash.EnvMap(tc.env)}, tc.opts...)...)
 			if err == nil {
 				t.Fatalf("no error; got %v", cfg)
 			}
@@ -204,9 +204,9 @@ func TestConfigFromProcessEnv(t *testing.T) {
 	if err != nil || cfg.URL != envHost || cfg.Token != envTokKV {
 		t.Fatalf("got %+v, %v", cfg, err)
 	}
-	// FromMap ignores the process environment.
-	if _, err := upstash.ConfigFromEnv(upstash.FromMap(map[string]string{})); !errors.Is(err, upstash.ErrConfig) {
-		t.Fatalf("FromMap of an empty map: %v", err)
+	// EnvMap ignores the process environment.
+	if _, err := upstash.ConfigFromEnv(upstash.EnvMap(map[string]string{})); !errors.Is(err, upstash.ErrConfig) {
+		t.Fatalf("EnvMap of an empty map: %v", err)
 	}
 }
 

@@ -29,7 +29,7 @@ var (
 	// ErrOutcomeUnknown reports a request that may or may not have been applied:
 	// it may have reached the server, its reply was lost, and it was not safe to
 	// send again. Read the state back before acting on it.
-	ErrOutcomeUnknown = errors.New("upstash: outcome unknown: the request may or may not have been applied")
+	ErrOutcomeUnknown = errors.New("upstash: outcome unknown (the request may or may not have been applied)")
 
 	// ErrTransactionDiscarded reports a transaction that the server refused as
 	// a whole (for example a syntax error in one command): nothing ran.
@@ -46,7 +46,9 @@ var (
 
 // Error is an error reply from Upstash: a Redis error for one command, or an
 // HTTP-level refusal of a whole request. Its text names the command but never
-// echoes argument values or the token.
+// echoes argument values or the token. For a 401 built by the client, the
+// text also says where the refused token came from (the variable
+// ConfigFromEnv read, or Config.Token) and what to check.
 type Error struct {
 	// Command is the upper-case command name ("SET", "EVALSHA"), or
 	// "PIPELINE" / "MULTI-EXEC" for an error that concerns a whole batch.
@@ -62,11 +64,17 @@ type Error struct {
 	// Message is the error text as the server sent it, except that the
 	// arguments Redis quotes in its unknown-command error are cut off.
 	Message string
+
+	// hint says what to check, for errors whose cause is on the caller's
+	// side (a refused token); it never holds the token.
+	hint string
 }
 
+// Error returns "upstash: [command N ]COMMAND: message". A 401 reads
+// "upstash: COMMAND: HTTP 401 unauthorized (message): hint".
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString("upstash: ")
+	b.WriteString(errorPrefix)
 	if e.Index >= 0 {
 		fmt.Fprintf(&b, "command %d ", e.Index)
 	}
@@ -74,10 +82,21 @@ func (e *Error) Error() string {
 		b.WriteString(e.Command)
 		b.WriteString(": ")
 	}
-	if e.Message != "" {
-		b.WriteString(withoutArgs(e.Message))
-	} else {
+	msg := withoutArgs(e.Message)
+	switch {
+	case e.Status == http.StatusUnauthorized:
+		b.WriteString("HTTP 401 unauthorized")
+		if msg != "" && !strings.EqualFold(msg, "unauthorized") {
+			fmt.Fprintf(&b, " (%s)", msg)
+		}
+	case msg != "":
+		b.WriteString(msg)
+	default:
 		fmt.Fprintf(&b, "HTTP %d %s", e.Status, http.StatusText(e.Status))
+	}
+	if e.hint != "" {
+		b.WriteString(": ")
+		b.WriteString(e.hint)
 	}
 	return b.String()
 }
@@ -144,9 +163,71 @@ func isNoScript(err error) bool {
 	return errors.As(err, &e) && e.IsNoScript()
 }
 
-// protocolErrorf wraps ErrProtocol with a description.
+// protocolErrorf wraps ErrProtocol with a description:
+// "upstash: protocol error: <description>".
 func protocolErrorf(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrProtocol, fmt.Sprintf(format, args...))
+}
+
+// errorPrefix starts the text of every error this package returns, once.
+const errorPrefix = "upstash: "
+
+// callError is the error of one call (a command, a pipeline or a
+// transaction): "upstash: LABEL: detail", with the label named once however
+// many layers added to the detail. errors.Is and errors.As see every error
+// it was built from.
+type callError struct {
+	label  string
+	detail string
+	errs   []error
+}
+
+func (e *callError) Error() string {
+	if e.label == "" {
+		return errorPrefix + e.detail
+	}
+	return errorPrefix + e.label + ": " + e.detail
+}
+
+func (e *callError) Unwrap() []error { return e.errs }
+
+// callErrorf returns the error "upstash: LABEL: " + format, where format's
+// verbs are fmt's and each error argument (written with %w) is printed
+// without its own "upstash: " prefix, and without label when it names it
+// first, and is matched by errors.Is and errors.As.
+func callErrorf(label, format string, args ...any) error {
+	e := &callError{label: label}
+	shown := make([]any, len(args))
+	for i, a := range args {
+		if err, ok := a.(error); ok {
+			e.errs = append(e.errs, err)
+			shown[i] = errorDetail(err, label)
+			continue
+		}
+		shown[i] = a
+	}
+	e.detail = fmt.Sprintf(strings.ReplaceAll(format, "%w", "%s"), shown...)
+	return e
+}
+
+// withLabel returns err as an error of the call label: err itself when its
+// text already starts with "upstash: LABEL: ", else "upstash: LABEL: " and
+// err's text without its own prefix.
+func withLabel(label string, err error) error {
+	if err == nil || label == "" || strings.HasPrefix(err.Error(), errorPrefix+label+": ") {
+		return err
+	}
+	return callErrorf(label, "%w", err)
+}
+
+// errorDetail is err's text without its "upstash: " prefix and, when it
+// names label first, without the label.
+func errorDetail(err error, label string) string {
+	s := strings.TrimPrefix(err.Error(), errorPrefix)
+	if label != "" {
+		s = strings.TrimPrefix(s, label+": ")
+	}
+	return s
 }
 
 // truncate shortens s for inclusion in an error text.

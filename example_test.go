@@ -158,9 +158,9 @@ func ExampleScript_Run() {
 }
 
 func ExampleConfigFromEnv() {
-	// In a function: cfg, err := upstash.ConfigFromEnv(). FromMap stands in
+	// In a function: cfg, err := upstash.ConfigFromEnv(). EnvMap stands in
 	// for the environment here, with the names the Vercel integration sets.
-	cfg, err := upstash.ConfigFromEnv(upstash.FromMap(map[string]string{
+	cfg, err := upstash.ConfigFromEnv(upstash.EnvMap(map[string]string{
 		"KV_REST_API_URL":   "https://eu1-example-12345.upstash.io/",
 		"KV_REST_API_TOKEN": "AX-example-token\n", // a pasted newline is trimmed
 	}))
@@ -169,7 +169,7 @@ func ExampleConfigFromEnv() {
 	}
 	fmt.Println(cfg) // the token is never printed
 
-	_, err = upstash.ConfigFromEnv(upstash.FromMap(map[string]string{
+	_, err = upstash.ConfigFromEnv(upstash.EnvMap(map[string]string{
 		"UPSTASH_REDIS_REST_URL": "rediss://default:secret@eu1-example-12345.upstash.io:6379",
 	}))
 	fmt.Println(errors.Is(err, upstash.ErrConfig))

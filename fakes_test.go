@@ -240,7 +240,6 @@ var (
 	status4x = func(code int) step { return step{status: code, body: `{"error":"ERR refused"}`} }
 )
 
-// TestRetryRules checks which failures are retried for which commands.
 // netServer is an httptest server with a tiny Upstash-like keyspace (GET,
 // SET, INCR, DEL) that can break connections the ways a function meets them:
 // a reset after the request arrived (the command ran, the reply is lost), or
@@ -406,10 +405,6 @@ func netClient(t *testing.T, s *netServer, policy upstash.RetryPolicy, dial func
 	return c
 }
 
-// TestThawStalePooledConnection reproduces the first request after a Lambda
-// thaw: the pooled keep-alive connection was dropped by the server while the
-// function was frozen, the client writes its request on it and reads a
-// reset. For commands safe to repeat that must not surface as an error.
 // captureTransport answers every request with {"result":"OK"} from memory
 // and keeps the last body.
 type captureTransport struct {

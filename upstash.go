@@ -22,20 +22,12 @@
 package upstash
 
 import (
-	"bytes"
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"math/rand/v2"
-	"net"
 	"net/http"
-	"net/http/httptrace"
 	"os"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -44,9 +36,6 @@ import (
 
 // Version is this library's version, sent in the telemetry header.
 const Version = "0.1.0"
-
-// syncTokenHeader carries the read-your-writes token in both directions.
-const syncTokenHeader = "Upstash-Sync-Token"
 
 // Client talks to one Upstash Redis database over its REST API. It is safe
 // for concurrent use and holds no per-request state besides the latest
@@ -58,79 +47,64 @@ type Client struct {
 	settings  settings
 	syncToken atomic.Pointer[string]
 	log       *slog.Logger
+	authHint  string // what a 401 tells the caller to check
 }
-
-// RetryPolicy controls retries of failed requests. A request is only retried
-// when it provably never reached the server (DNS, connect or TLS failures) or
-// when every command in it is safe to repeat; 5xx and 429 replies are retried
-// only in the second case. 4xx replies are never retried. The context's
-// deadline bounds all attempts: no retry starts if its backoff would end
-// past the deadline, or less than 5 ms before it.
-type RetryPolicy struct {
-	// MaxRetries is the number of retries after the first attempt; 0 disables
-	// retries.
-	MaxRetries int
-	// MinBackoff is the wait before the first retry; each later wait doubles,
-	// up to MaxBackoff. Waits are jittered to between half and all of that.
-	MinBackoff, MaxBackoff time.Duration
-}
-
-// DefaultRetryPolicy is the policy of a Client built without WithRetry: four
-// retries with waits of about 50, 100, 200 and 400 ms (at most 750 ms in all).
-var DefaultRetryPolicy = RetryPolicy{MaxRetries: 4, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
-
-// NoRetry disables retries.
-var NoRetry = RetryPolicy{}
 
 // Limits bounds what the client sends and accepts. A zero field disables
 // that check.
 type Limits struct {
-	// MaxRequestBytes bounds one request body. Upstash's Free and
-	// Pay-as-you-go plans accept 10 MB.
+	// MaxRequestBytes bounds one request body (a command, pipeline or
+	// transaction as JSON). A larger request is refused before sending with
+	// an error matching ErrRequestTooLarge. Upstash's Free and Pay-as-you-go
+	// plans accept 10 MB.
 	MaxRequestBytes int
-	// MaxKeyBytes bounds each key. Upstash accepts keys up to 32 KB.
-	MaxKeyBytes int
-	// MaxResponseBytes bounds one response body read into memory.
+	// MaxResponseBytes bounds one response body read into memory. The size
+	// of a reply is only known once it arrives, so the command has run: a
+	// larger reply fails with an error matching ErrProtocol (not
+	// ErrOutcomeUnknown), and the request is not repeated.
 	MaxResponseBytes int64
 }
 
-// DefaultLimits are Upstash's documented limits, with room for replies of
-// 128 MB.
-var DefaultLimits = Limits{MaxRequestBytes: 10 * 1024 * 1024, MaxKeyBytes: 32 * 1024, MaxResponseBytes: 128 << 20}
+// DefaultLimits are the limits of a Client built without WithLimits:
+// Upstash's documented 10 MB request limit, and replies of up to 128 MB.
+var DefaultLimits = Limits{MaxRequestBytes: 10 * 1024 * 1024, MaxResponseBytes: 128 << 20}
 
 type settings struct {
-	httpClient   *http.Client
-	transport    http.RoundTripper
-	timeout      time.Duration
-	retry        RetryPolicy
-	logger       *slog.Logger
-	base64       bool
-	readYourWrit bool
-	telemetry    bool
-	limits       Limits
+	transport      http.RoundTripper
+	timeout        time.Duration
+	retry          RetryPolicy
+	logger         *slog.Logger
+	base64         bool
+	readYourWrites bool
+	telemetry      bool
+	limits         Limits
 }
 
-// Option configures a Client.
+// Option configures a Client. Each option's doc comment gives the default,
+// which applies when the option is not passed.
 type Option func(*settings)
 
-// WithHTTPClient makes the client send requests through hc (its transport,
-// timeouts and proxies). The client is copied, never modified.
-func WithHTTPClient(hc *http.Client) Option { return func(s *settings) { s.httpClient = hc } }
-
-// WithTransport makes the client send requests through rt, for example an
-// instrumented or test transport.
+// WithTransport makes the client send its requests through rt, for example
+// an instrumented, proxying or test transport. The client keeps an
+// *http.Client of its own around rt. The default (and a nil rt) is a clone
+// of http.DefaultTransport tuned for functions frozen between invocations:
+// idle connections dropped after 30 s, a 5 s TLS handshake timeout, 16 idle
+// connections per host and a TLS session cache.
 func WithTransport(rt http.RoundTripper) Option { return func(s *settings) { s.transport = rt } }
 
 // WithTimeout bounds each call whose context has no deadline (on Vercel, a
 // request's context never has one). The default is 10 s; zero or less means
-// calls without a deadline are unbounded.
+// calls without a deadline are unbounded. A context's deadline always wins.
 func WithTimeout(d time.Duration) Option { return func(s *settings) { s.timeout = d } }
 
-// WithRetry sets the retry policy; see RetryPolicy and NoRetry.
+// WithRetry sets the retry policy. The default is DefaultRetryPolicy;
+// NoRetry (the zero RetryPolicy) turns retries off.
 func WithRetry(p RetryPolicy) Option { return func(s *settings) { s.retry = p } }
 
-// WithLogger makes the client log retries and decoding oddities at debug and
-// warning levels. Log lines name commands, never arguments or the token.
+// WithLogger makes the client log, at debug level, each retry (command name,
+// attempt, wait and error) and each script re-sent as EVAL after NOSCRIPT.
+// Log lines name commands, never arguments or the token. The default (and a
+// nil l) logs nothing.
 func WithLogger(l *slog.Logger) Option { return func(s *settings) { s.logger = l } }
 
 // WithBase64 turns base64 response encoding on (the default) or off. Off, the
@@ -141,51 +115,40 @@ func WithBase64(on bool) Option { return func(s *settings) { s.base64 = on } }
 // WithReadYourWrites turns read-your-writes consistency on (the default) or
 // off. On, each request carries the sync token of the latest response, so a
 // read replica serves it only after catching up with this client's writes.
-func WithReadYourWrites(on bool) Option { return func(s *settings) { s.readYourWrit = on } }
+func WithReadYourWrites(on bool) Option { return func(s *settings) { s.readYourWrites = on } }
 
 // WithTelemetry turns the Upstash-Telemetry-* headers (library version, Go
 // version, platform) on (the default) or off. The environment variable
-// UPSTASH_DISABLE_TELEMETRY, when set to anything, also turns them off.
+// UPSTASH_DISABLE_TELEMETRY, when set to anything, makes off the default.
 func WithTelemetry(on bool) Option { return func(s *settings) { s.telemetry = on } }
 
-// WithLimits replaces DefaultLimits.
+// WithLimits replaces DefaultLimits, the default. A zero field disables that
+// check.
 func WithLimits(l Limits) Option { return func(s *settings) { s.limits = l } }
 
 // New returns a client for the database cfg names. It does no network I/O;
-// call Ping to check the credentials.
+// call Ping to check the credentials. A URL with a path (https://host/v2) is
+// a path prefix: commands go to /v2, pipelines to /v2/pipeline and
+// transactions to /v2/multi-exec.
 func New(cfg Config, opts ...Option) (*Client, error) {
 	baseURL, err := cfg.validate()
 	if err != nil {
 		return nil, err
 	}
 	s := settings{
-		timeout:      10 * time.Second,
-		retry:        DefaultRetryPolicy,
-		base64:       true,
-		readYourWrit: true,
-		telemetry:    os.Getenv("UPSTASH_DISABLE_TELEMETRY") == "",
-		limits:       DefaultLimits,
+		timeout:        10 * time.Second,
+		retry:          DefaultRetryPolicy,
+		base64:         true,
+		readYourWrites: true,
+		telemetry:      os.Getenv("UPSTASH_DISABLE_TELEMETRY") == "",
+		limits:         DefaultLimits,
 	}
 	for _, o := range opts {
 		o(&s)
 	}
-	if s.retry.MaxRetries < 0 || s.retry.MinBackoff < 0 || s.retry.MaxBackoff < s.retry.MinBackoff {
-		return nil, fmt.Errorf("%w: retry policy needs MaxRetries >= 0 and 0 <= MinBackoff <= MaxBackoff", ErrConfig)
+	if err := s.retry.validate(); err != nil {
+		return nil, err
 	}
-
-	var hc http.Client
-	if s.httpClient != nil {
-		hc = *s.httpClient
-	}
-	if s.transport != nil {
-		hc.Transport = s.transport
-	}
-	if hc.Transport == nil {
-		hc.Transport = defaultTransport()
-	}
-	rest := resty.NewWithClient(&hc)
-	rest.SetLogger(restyLogger{})
-	rest.SetDisableWarn(true)
 
 	headers := http.Header{}
 	headers.Set("Authorization", "Bearer "+cfg.Token)
@@ -203,21 +166,14 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	if log == nil {
 		log = slog.New(discardHandler{})
 	}
-	return &Client{baseURL: baseURL, rest: rest, headers: headers, settings: s, log: log}, nil
-}
-
-// defaultTransport is tuned for functions that are frozen between
-// invocations: idle connections are dropped after 30 s (checked against the
-// wall clock on reuse, so a connection that sat through a freeze is not
-// reused), TLS sessions are cached to make the reconnect cheap, and HTTP/2 is
-// kept. Timeouts per call come from the context, not from the transport.
-func defaultTransport() http.RoundTripper {
-	t := http.DefaultTransport.(*http.Transport).Clone()
-	t.IdleConnTimeout = 30 * time.Second
-	t.TLSHandshakeTimeout = 5 * time.Second
-	t.MaxIdleConnsPerHost = 16
-	t.TLSClientConfig = &tls.Config{ClientSessionCache: tls.NewLRUClientSessionCache(8)}
-	return t
+	return &Client{
+		baseURL:  baseURL,
+		rest:     newRESTClient(s.transport),
+		headers:  headers,
+		settings: s,
+		log:      log,
+		authHint: authHint(cfg.tokenVar, baseURL),
+	}, nil
 }
 
 func detectPlatform() string {
@@ -257,6 +213,7 @@ func (c *Client) SetSyncToken(token string) { c.syncToken.Store(&token) }
 
 // Run sends one command and returns its reply. A command error is returned
 // as an *Error. Script commands fall back from EVALSHA to EVAL on NOSCRIPT.
+// Every error's text starts with "upstash: " and the command's name.
 func (c *Client) Run(ctx context.Context, cmd Command) (Value, error) {
 	v, err := c.runOne(ctx, cmd)
 	if cmd.script != nil && isNoScript(err) {
@@ -272,40 +229,31 @@ func (c *Client) Do(ctx context.Context, name string, args ...any) (Value, error
 }
 
 func (c *Client) runOne(ctx context.Context, cmd Command) (Value, error) {
-	body, err := c.encode(nil, cmd, -1)
+	name := cmd.Name()
+	body, err := encodeCommand(nil, cmd, -1, name)
 	if err != nil {
 		return Value{}, err
 	}
-	if err := c.checkSize(body, cmd.Name()); err != nil {
+	if err := checkRequestSize(body, name, c.settings.limits.MaxRequestBytes); err != nil {
 		return Value{}, err
 	}
-	resp, err := c.send(ctx, "", body, cmd.safeToRepeat(), cmd.Name())
+	resp, err := c.send(ctx, "", body, cmd.safeToRepeat(), name)
 	if err != nil {
 		return Value{}, err
 	}
-	var r reply
-	if err := parseReplies(resp, &r); err != nil {
-		return Value{}, protocolErrorf("%s: body is not a JSON object: %v", cmd.Name(), err)
-	}
-	if r.Error != nil {
-		return Value{}, newError(cmd.Name(), -1, http.StatusOK, *r.Error)
-	}
-	v, err := r.resultValue(c.settings.base64)
-	if err != nil {
-		return Value{}, fmt.Errorf("%s: %w", cmd.Name(), err)
-	}
-	return v, nil
+	return decodeReply(resp, c.settings.base64, name)
 }
 
 // Pipeline sends commands in one request to /pipeline and returns one Result
 // per command, in order. A pipeline is not atomic: other clients' commands
 // may run between its commands, and a failing command does not stop later
 // ones. The returned error concerns the whole request (network, auth,
-// protocol); per-command errors are in the results. Scripts that the server
-// had not cached are re-sent as EVAL in one follow-up request, so they run
-// after the commands that followed them.
+// protocol) and its text starts with "upstash: PIPELINE: "; per-command
+// errors are in the results. Scripts that the server had not cached are
+// re-sent as EVAL in one follow-up request, so they run after the commands
+// that followed them.
 func (c *Client) Pipeline(ctx context.Context, cmds ...Command) ([]Result, error) {
-	results, err := c.batch(ctx, "/pipeline", cmds)
+	results, err := c.batch(ctx, pipelinePath, cmds)
 	if err != nil {
 		return nil, err
 	}
@@ -317,23 +265,25 @@ func (c *Client) Pipeline(ctx context.Context, cmds ...Command) ([]Result, error
 			at = append(at, i)
 		}
 	}
-	if len(retry) > 0 {
-		again, err := c.batch(ctx, "/pipeline", retry)
-		if err != nil {
-			// The first request's other commands ran: keep their results
-			// and give each script that could not be re-sent this error.
-			for _, i := range at {
-				results[i].Err = fmt.Errorf("PIPELINE command %d: re-sending the script as EVAL after NOSCRIPT: %w", i, err)
-			}
-			return results, nil
+	if len(retry) == 0 {
+		return results, nil
+	}
+	c.log.DebugContext(ctx, "upstash: scripts not cached, sending EVAL", "command", pipelineLabel, "scripts", len(retry))
+	again, err := c.batch(ctx, pipelinePath, retry)
+	if err != nil {
+		// The first request's other commands ran: keep their results
+		// and give each script that could not be re-sent this error.
+		for _, i := range at {
+			results[i].Err = callErrorf(pipelineLabel, "command %d (%s): re-sending the script as EVAL after NOSCRIPT: %w", i, cmds[i].Name(), err)
 		}
-		for j, i := range at {
-			r := again[j]
-			if e, ok := r.Err.(*Error); ok {
-				e.Index = i
-			}
-			results[i] = r
+		return results, nil
+	}
+	for j, i := range at {
+		r := again[j]
+		if e, ok := r.Err.(*Error); ok {
+			e.Index = i
 		}
+		results[i] = r
 	}
 	return results, nil
 }
@@ -341,9 +291,10 @@ func (c *Client) Pipeline(ctx context.Context, cmds ...Command) ([]Result, error
 // Transaction sends commands to /multi-exec, where they run atomically. If
 // the server discards the transaction as a whole (a syntax error, an unknown
 // command) nothing runs and the error matches ErrTransactionDiscarded;
-// otherwise each command's result or run-time error is in its Result.
-// Scripts are sent in full (EVAL), since a NOSCRIPT inside a transaction
-// could not be repaired without breaking atomicity.
+// otherwise each command's result or run-time error is in its Result. The
+// returned error's text starts with "upstash: MULTI-EXEC: ". Scripts are
+// sent in full (EVAL), since a NOSCRIPT inside a transaction could not be
+// repaired without breaking atomicity.
 func (c *Client) Transaction(ctx context.Context, cmds ...Command) ([]Result, error) {
 	sent := make([]Command, len(cmds))
 	for i, cmd := range cmds {
@@ -352,34 +303,42 @@ func (c *Client) Transaction(ctx context.Context, cmds ...Command) ([]Result, er
 		}
 		sent[i] = cmd
 	}
-	return c.batch(ctx, "/multi-exec", sent)
+	return c.batch(ctx, transactionPath, sent)
 }
 
+// The batch endpoints, and the labels their errors carry.
+const (
+	pipelinePath     = "/pipeline"
+	transactionPath  = "/multi-exec"
+	pipelineLabel    = "PIPELINE"
+	transactionLabel = "MULTI-EXEC"
+)
+
+// batch encodes cmds as one JSON array, posts it to path and decodes one
+// Result per command.
 func (c *Client) batch(ctx context.Context, path string, cmds []Command) ([]Result, error) {
-	label := "PIPELINE"
-	if path == "/multi-exec" {
-		label = "MULTI-EXEC"
+	label := pipelineLabel
+	if path == transactionPath {
+		label = transactionLabel
 	}
 	if len(cmds) == 0 {
-		return nil, fmt.Errorf("%w: empty %s", ErrInvalidArgument, strings.ToLower(label))
+		return nil, callErrorf(label, "%w: no commands", ErrInvalidArgument)
 	}
 	body := append(make([]byte, 0, 64*len(cmds)), '[')
-	safe := true
 	for i, cmd := range cmds {
 		if i > 0 {
 			body = append(body, ',')
 		}
 		var err error
-		if body, err = c.encode(body, cmd, i); err != nil {
+		if body, err = encodeCommand(body, cmd, i, label); err != nil {
 			return nil, err
 		}
-		safe = safe && cmd.safeToRepeat()
 	}
 	body = append(body, ']')
-	if err := c.checkSize(body, label); err != nil {
+	if err := checkRequestSize(body, label, c.settings.limits.MaxRequestBytes); err != nil {
 		return nil, err
 	}
-	resp, err := c.send(ctx, path, body, safe, label)
+	resp, err := c.send(ctx, path, body, allSafeToRepeat(cmds), label)
 	if err != nil {
 		return nil, err
 	}
@@ -390,10 +349,10 @@ func (c *Client) batch(ctx context.Context, path string, cmds []Command) ([]Resu
 		if parseReplies(resp, &r) == nil && r.Error != nil {
 			return nil, newError(label, -1, http.StatusOK, *r.Error)
 		}
-		return nil, protocolErrorf("%s: body is not a JSON array: %v", label, err)
+		return nil, callErrorf(label, "%w: body is not a JSON array: %s", ErrProtocol, err.Error())
 	}
 	if len(replies) != len(cmds) {
-		return nil, protocolErrorf("%s: %d replies for %d commands", label, len(replies), len(cmds))
+		return nil, callErrorf(label, "%w: %d replies for %d commands", ErrProtocol, len(replies), len(cmds))
 	}
 	results := make([]Result, len(cmds))
 	for i, r := range replies {
@@ -403,320 +362,12 @@ func (c *Client) batch(ctx context.Context, path string, cmds []Command) ([]Resu
 		}
 		v, err := r.resultValue(c.settings.base64)
 		if err != nil {
-			return nil, fmt.Errorf("%s command %d (%s): %w", label, i, cmds[i].Name(), err)
+			return nil, callErrorf(label, "command %d (%s): %w", i, cmds[i].Name(), err)
 		}
 		results[i].Value = v
 	}
 	return results, nil
 }
-
-// encode appends cmd as a JSON array to buf, checking its arguments.
-func (c *Client) encode(buf []byte, cmd Command, index int) ([]byte, error) {
-	name := cmd.Name()
-	where := name
-	if index >= 0 {
-		where = fmt.Sprintf("command %d (%s)", index, name)
-	}
-	if name == "" {
-		return buf, fmt.Errorf("%w: %s: command name must be a non-empty string", ErrInvalidArgument, where)
-	}
-	if max := c.settings.limits.MaxKeyBytes; max > 0 {
-		for _, k := range cmd.keys() {
-			if n := argLen(k); n > max {
-				return buf, fmt.Errorf("%w: %s: key of %d bytes exceeds the %d-byte key limit", ErrRequestTooLarge, where, n, max)
-			}
-		}
-	}
-	buf = append(buf, '[')
-	for i, a := range cmd.args {
-		if i > 0 {
-			buf = append(buf, ',')
-		}
-		var err error
-		if buf, err = appendArg(buf, a); err != nil {
-			return buf, fmt.Errorf("%s argument %d: %w", where, i, err)
-		}
-	}
-	return append(buf, ']'), nil
-}
-
-func (c *Client) checkSize(body []byte, label string) error {
-	if max := c.settings.limits.MaxRequestBytes; max > 0 && len(body) > max {
-		return fmt.Errorf("%w: %s request of %d bytes exceeds the %d-byte limit", ErrRequestTooLarge, label, len(body), max)
-	}
-	return nil
-}
-
-// attemptOutcome is what one HTTP attempt produced.
-type attemptOutcome struct {
-	status int
-	body   []byte
-	token  string
-	wrote  bool // some of the request may have reached the server
-	// answered is set when the server replied but the reply could not be
-	// used (it is over MaxResponseBytes): the command ran, and asking again
-	// would not give a usable reply either.
-	answered bool
-	err      error
-}
-
-// send posts body to path, retrying as the policy and idempotency allow, and
-// returns the body of a 2xx response. Non-2xx responses become errors.
-func (c *Client) send(ctx context.Context, path string, body []byte, idempotent bool, label string) ([]byte, error) {
-	if _, ok := ctx.Deadline(); !ok && c.settings.timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, c.settings.timeout)
-		defer cancel()
-	}
-	policy := c.settings.retry
-	backoff := policy.MinBackoff
-	var last attemptOutcome
-	var lastErr error
-	for attempt := 0; ; attempt++ {
-		// No attempt starts once the context is done. (net/http would give
-		// up before any trace event, which mayHaveSent could not tell from
-		// a failure after sending.)
-		if ctxErr := ctxDone(ctx); ctxErr != nil {
-			if attempt == 0 {
-				return nil, fmt.Errorf("upstash: %s: %w", label, ctxErr)
-			}
-			return nil, c.finalError(ctxErr, lastErr, last, idempotent, label)
-		}
-		out := c.attempt(ctx, path, body, idempotent)
-		err := out.err
-		if err == nil {
-			if out.token != "" {
-				c.SetSyncToken(out.token)
-			}
-			if out.status >= 200 && out.status < 300 {
-				return out.body, nil
-			}
-			err = c.statusError(out.status, out.body, label, path)
-		}
-		retryable := c.retryable(out, idempotent)
-		if ctxErr := ctx.Err(); ctxErr != nil {
-			return nil, c.finalError(ctxErr, err, out, idempotent, label)
-		}
-		if !retryable || attempt >= policy.MaxRetries {
-			return nil, c.finalError(nil, err, out, idempotent, label)
-		}
-		last, lastErr = out, err
-		wait := backoff/2 + rand.N(backoff/2+1)
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+minAttemptTime {
-			return nil, c.finalError(context.DeadlineExceeded, err, out, idempotent, label)
-		}
-		c.log.DebugContext(ctx, "upstash: retrying", "command", label, "attempt", attempt+1, "wait", wait, "error", err)
-		timer := time.NewTimer(wait)
-		select {
-		case <-ctx.Done():
-			timer.Stop()
-			return nil, c.finalError(ctx.Err(), err, out, idempotent, label)
-		case <-timer.C:
-		}
-		backoff = min(backoff*2, policy.MaxBackoff)
-	}
-}
-
-// minAttemptTime is the least time a retry must have left after its
-// backoff. One started at the very end of the budget cannot succeed, and it
-// could turn a clean "never sent" into ErrOutcomeUnknown by reaching the
-// server just as the deadline cancels it.
-const minAttemptTime = 5 * time.Millisecond
-
-// ctxDone is ctx.Err(), except that it reports DeadlineExceeded as soon as
-// the deadline has passed: the context's own timer fires a little later, and
-// an attempt started in between would start after the deadline.
-func ctxDone(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return err
-	}
-	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
-		return context.DeadlineExceeded
-	}
-	return nil
-}
-
-// retryable reports whether a failed attempt may be repeated.
-func (c *Client) retryable(out attemptOutcome, idempotent bool) bool {
-	if out.answered {
-		return false
-	}
-	if out.err != nil {
-		return !out.wrote || idempotent
-	}
-	// The server answered. Only server-side failures are worth repeating, and
-	// only when repeating cannot apply a command twice.
-	return idempotent && (out.status >= 500 && out.status != http.StatusNotImplemented || out.status == http.StatusTooManyRequests)
-}
-
-// finalError builds the error of a request that will not be tried again.
-func (c *Client) finalError(ctxErr, err error, out attemptOutcome, idempotent bool, label string) error {
-	// A 5xx may come after the command ran; a 429 is a refusal (it is
-	// retried only for safe commands, to stay conservative, but nothing ran).
-	ambiguous := !idempotent && !out.answered && (out.err != nil && out.wrote || out.err == nil && out.status >= 500)
-	switch {
-	case ambiguous && ctxErr != nil:
-		return fmt.Errorf("%w: %s: %w (%w)", ErrOutcomeUnknown, label, ctxErr, err)
-	case ambiguous:
-		return fmt.Errorf("%w: %s: %w", ErrOutcomeUnknown, label, err)
-	case ctxErr != nil && !errors.Is(err, ctxErr):
-		return fmt.Errorf("upstash: %s: %w (last error: %w)", label, ctxErr, err)
-	case out.err != nil:
-		return fmt.Errorf("upstash: %s: %w", label, err)
-	}
-	return err
-}
-
-// statusError turns a non-2xx response into an error.
-func (c *Client) statusError(status int, body []byte, label, path string) error {
-	var r reply
-	msg := ""
-	if parseReplies(body, &r) == nil && r.Error != nil {
-		msg = *r.Error
-	}
-	if msg == "" && status != http.StatusUnauthorized {
-		text := strings.TrimSpace(string(body))
-		if status == http.StatusRequestEntityTooLarge {
-			return &Error{Command: label, Index: -1, Status: status, Message: "request too large"}
-		}
-		return fmt.Errorf("%w: %s: HTTP %d with a body that is not an Upstash error: %q", ErrProtocol, label, status, truncate(text, 200))
-	}
-	if msg == "" {
-		msg = "unauthorized"
-	}
-	e := newError(label, -1, status, msg)
-	if path == "/multi-exec" && status >= 400 && status < 500 && status != http.StatusUnauthorized {
-		e.Command = "MULTI-EXEC"
-	}
-	return e
-}
-
-// attempt sends one HTTP request and reads the response.
-func (c *Client) attempt(ctx context.Context, path string, body []byte, idempotent bool) attemptOutcome {
-	var traced, wrote atomic.Bool
-	trace := &httptrace.ClientTrace{
-		GetConn:      func(string) { traced.Store(true) },
-		GotConn:      func(httptrace.GotConnInfo) { traced.Store(true) },
-		WroteHeaders: func() { wrote.Store(true) },
-	}
-	req := c.rest.R().
-		SetContext(httptrace.WithClientTrace(ctx, trace)).
-		SetDoNotParseResponse(true).
-		SetBody(bytes.NewReader(body))
-	req.Header = make(http.Header, len(c.headers)+2)
-	for k, v := range c.headers {
-		req.Header[k] = v
-	}
-	if c.settings.readYourWrit {
-		if tok := c.SyncToken(); tok != "" {
-			req.Header.Set(syncTokenHeader, tok)
-		}
-	}
-	if idempotent {
-		// A present-but-empty Idempotency-Key lets net/http itself replay the
-		// request on a stale pooled connection; nothing is sent on the wire.
-		req.Header["Idempotency-Key"] = nil
-	}
-	resp, err := req.Post(c.baseURL + path)
-	if err != nil {
-		return attemptOutcome{wrote: mayHaveSent(err, traced.Load(), wrote.Load()), err: err}
-	}
-	raw := resp.RawBody()
-	defer raw.Close()
-	data, err := readLimited(raw, c.settings.limits.MaxResponseBytes, resp.RawResponse.ContentLength)
-	if errors.Is(err, ErrProtocol) {
-		return attemptOutcome{status: resp.StatusCode(), wrote: true, answered: true, err: err}
-	}
-	if err != nil {
-		// The server received the request and began to answer.
-		return attemptOutcome{wrote: true, err: err}
-	}
-	out := attemptOutcome{status: resp.StatusCode(), body: data, wrote: true}
-	if out.status >= 200 && out.status < 300 {
-		out.token = resp.Header().Get(syncTokenHeader)
-	}
-	return out
-}
-
-// mayHaveSent reports whether a request that failed with err may have
-// reached the server. net/http's transports report through httptrace when
-// they get a connection and when they have written the headers; a transport
-// that reports nothing (a custom RoundTripper) is only trusted for errors
-// that come before any connection exists: a failed dial or DNS lookup.
-func mayHaveSent(err error, traced, wroteHeaders bool) bool {
-	if wroteHeaders {
-		return true
-	}
-	if traced {
-		return false
-	}
-	var op *net.OpError
-	if errors.As(err, &op) && op.Op == "dial" {
-		return false
-	}
-	var dns *net.DNSError
-	return !errors.As(err, &dns)
-}
-
-// readLimited reads a response body of at most max bytes (no limit if max
-// is 0 or less). size is the announced Content-Length, or -1: when known it
-// sizes the buffer once instead of growing it by doubling, which for large
-// replies would hold up to twice the body in memory.
-func readLimited(r io.Reader, max, size int64) ([]byte, error) {
-	if max > 0 && size > max {
-		return nil, fmt.Errorf("%w: response of %d bytes is larger than %d bytes", ErrProtocol, size, max)
-	}
-	if max > 0 {
-		r = io.LimitReader(r, max+1)
-	}
-	data, err := readBody(r, size)
-	if err != nil {
-		return nil, err
-	}
-	if max <= 0 {
-		return data, nil
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%w: response larger than %d bytes", ErrProtocol, max)
-	}
-	return data, nil
-}
-
-// readBody reads r to the end into a buffer of size bytes (the announced
-// Content-Length, or -1), doubling it when it is full: io.ReadAll grows by
-// append's smaller steps and, for a large chunked reply, allocates several
-// times the body in all.
-func readBody(r io.Reader, size int64) ([]byte, error) {
-	// One byte more than announced, so that reading the final EOF does not
-	// find the buffer full and double it.
-	capacity := size + 1
-	if size < 0 {
-		capacity = 512
-	}
-	b := make([]byte, 0, capacity)
-	for {
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
-		}
-		if len(b) == cap(b) {
-			grown := make([]byte, len(b), 2*cap(b))
-			copy(grown, b)
-			b = grown
-		}
-	}
-}
-
-// restyLogger silences resty's own logging: this client logs through slog.
-type restyLogger struct{}
-
-func (restyLogger) Errorf(string, ...any) {}
-func (restyLogger) Warnf(string, ...any)  {}
-func (restyLogger) Debugf(string, ...any) {}
 
 // discardHandler is slog.DiscardHandler for Go versions before 1.24.
 type discardHandler struct{}

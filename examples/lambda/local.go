@@ -269,7 +269,7 @@ func describe(body string) string {
 func localBackend(out io.Writer, environ map[string]string) (cfg upstash.Config, prefix, backend string, closeFn func(), err error) {
 	closeFn = func() {}
 	if environ[upstash.EnvURL] != "" || environ[upstash.EnvVercelURL] != "" {
-		cfg, err = upstash.ConfigFromEnv(upstash.FromMap(environ))
+		cfg, err = upstash.ConfigFromEnv(upstash.EnvMap(environ))
 		if err != nil {
 			return cfg, "", "", closeFn, err
 		}

@@ -60,7 +60,7 @@ func Respond(out Outcome, err error) (int, []byte) {
 		status, msg = http.StatusInternalServerError, "the state store is not configured"
 	case isNoPerm(err):
 		msg = "the REST token may not write (NOPERM): use the full-access token (" +
-			upstash.EnvToken + " or " + upstash.EnvVercelToken + "), not " + upstash.EnvVercelReadOnlyTk
+			upstash.EnvToken + " or " + upstash.EnvVercelToken + "), not " + upstash.EnvVercelReadOnlyToken
 	case errors.Is(err, upstash.ErrUnauthorized):
 		msg = "the state store refused the REST token (HTTP 401 unauthorized): check " +
 			upstash.EnvToken + " or " + upstash.EnvVercelToken

@@ -1,0 +1,238 @@
+package upstash
+
+// Which requests may be sent again, and the loop that does it. Everything
+// that decides whether a failed request is repeated lives in this file:
+// which commands are safe to repeat, what a failed attempt proves about
+// whether the request reached the server, and the retry policy.
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// RetryPolicy controls retries of failed requests. A request is only retried
+// when it provably never reached the server (DNS, connect or TLS failures) or
+// when every command in it is safe to repeat; 5xx and 429 replies are retried
+// only in the second case. 4xx replies are never retried. The context's
+// deadline bounds all attempts: no retry starts if its backoff would end
+// past the deadline, or less than 5 ms before it. The zero RetryPolicy is
+// NoRetry.
+type RetryPolicy struct {
+	// MaxRetries is the number of retries after the first attempt; 0 disables
+	// retries.
+	MaxRetries int
+	// MinBackoff is the wait before the first retry; each later wait doubles,
+	// up to MaxBackoff. Waits are jittered to between half and all of that.
+	// Zero means retry at once.
+	MinBackoff, MaxBackoff time.Duration
+}
+
+// DefaultRetryPolicy is the policy of a Client built without WithRetry: four
+// retries with waits of about 50, 100, 200 and 400 ms (at most 750 ms in all).
+var DefaultRetryPolicy = RetryPolicy{MaxRetries: 4, MinBackoff: 50 * time.Millisecond, MaxBackoff: time.Second}
+
+// NoRetry disables retries.
+var NoRetry = RetryPolicy{}
+
+// validate refuses a policy the loop cannot follow.
+func (p RetryPolicy) validate() error {
+	if p.MaxRetries < 0 || p.MinBackoff < 0 || p.MaxBackoff < p.MinBackoff {
+		return fmt.Errorf("%w: retry policy needs MaxRetries >= 0 and 0 <= MinBackoff <= MaxBackoff", ErrConfig)
+	}
+	return nil
+}
+
+// safeToRepeat reports whether sending the command twice gives the same
+// outcome and reply as sending it once.
+func (c Command) safeToRepeat() bool {
+	if c.idempotent {
+		return true
+	}
+	if c.script != nil {
+		return c.script.idempotent
+	}
+	name := c.Name()
+	if readOnlyCommands[name] {
+		return true
+	}
+	switch name {
+	case "SET":
+		// SET key value [PX ms|EX s|KEEPTTL]: repeating it stores the same
+		// value and replies OK again. NX, XX and GET make the reply depend on
+		// what was there before.
+		for _, a := range c.args[min(3, len(c.args)):] {
+			if s, ok := a.(string); ok {
+				switch strings.ToUpper(s) {
+				case "NX", "XX", "GET":
+					return false
+				}
+			}
+		}
+		return true
+	case "PEXPIRE", "EXPIRE", "PEXPIREAT", "EXPIREAT":
+		return len(c.args) == 3 // no NX/XX/GT/LT condition
+	case "MSET", "SCRIPT":
+		return true
+	}
+	return false
+}
+
+// readOnlyCommands lists commands that change nothing, so a retry is safe.
+var readOnlyCommands = map[string]bool{
+	"GET": true, "MGET": true, "GETRANGE": true, "STRLEN": true, "EXISTS": true,
+	"TTL": true, "PTTL": true, "EXPIRETIME": true, "PEXPIRETIME": true, "TYPE": true,
+	"LRANGE": true, "LLEN": true, "LINDEX": true, "LPOS": true,
+	"SISMEMBER": true, "SMISMEMBER": true, "SMEMBERS": true, "SCARD": true,
+	"HGET": true, "HMGET": true, "HGETALL": true, "HLEN": true, "HEXISTS": true,
+	"HKEYS": true, "HVALS": true, "HSTRLEN": true,
+	"ZSCORE": true, "ZMSCORE": true, "ZRANGE": true, "ZCARD": true, "ZRANK": true,
+	"ZREVRANK": true, "ZCOUNT": true, "ZRANGEBYSCORE": true, "ZREVRANGE": true,
+	"XRANGE": true, "XREVRANGE": true, "XLEN": true,
+	"BITCOUNT": true, "GETBIT": true, "PING": true, "ECHO": true, "TIME": true,
+	"DBSIZE": true, "KEYS": true, "SCAN": true, "SSCAN": true, "HSCAN": true,
+	"ZSCAN": true, "EVAL_RO": true, "EVALSHA_RO": true,
+}
+
+// allSafeToRepeat reports whether every command of a batch is safe to repeat.
+func allSafeToRepeat(cmds []Command) bool {
+	for _, cmd := range cmds {
+		if !cmd.safeToRepeat() {
+			return false
+		}
+	}
+	return true
+}
+
+// send posts body to path, retrying as the policy and idempotency allow, and
+// returns the body of a 2xx response. Non-2xx responses become errors.
+// idempotent says that every command in body is safe to repeat.
+func (c *Client) send(ctx context.Context, path string, body []byte, idempotent bool, label string) ([]byte, error) {
+	if _, ok := ctx.Deadline(); !ok && c.settings.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.settings.timeout)
+		defer cancel()
+	}
+	policy := c.settings.retry
+	backoff := policy.MinBackoff
+	var last attemptOutcome
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		// No attempt starts once the context is done. (net/http would give
+		// up before any trace event, which mayHaveSent could not tell from
+		// a failure after sending.)
+		if ctxErr := ctxDone(ctx); ctxErr != nil {
+			if attempt == 0 {
+				return nil, callErrorf(label, "%w", ctxErr)
+			}
+			return nil, finalError(ctxErr, lastErr, last, idempotent, label)
+		}
+		out := c.attempt(ctx, path, body, idempotent)
+		err := out.err
+		if err == nil {
+			if out.token != "" {
+				c.SetSyncToken(out.token)
+			}
+			if out.status >= 200 && out.status < 300 {
+				return out.body, nil
+			}
+			err = c.statusError(out.status, out.body, label)
+		}
+		retry := retryable(out, idempotent)
+		if ctxErr := ctx.Err(); ctxErr != nil {
+			return nil, finalError(ctxErr, err, out, idempotent, label)
+		}
+		if !retry || attempt >= policy.MaxRetries {
+			return nil, finalError(nil, err, out, idempotent, label)
+		}
+		last, lastErr = out, err
+		wait := backoff/2 + rand.N(backoff/2+1)
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+minAttemptTime {
+			return nil, finalError(context.DeadlineExceeded, err, out, idempotent, label)
+		}
+		c.log.DebugContext(ctx, "upstash: retrying", "command", label, "attempt", attempt+1, "wait", wait, "error", err)
+		timer := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, finalError(ctx.Err(), err, out, idempotent, label)
+		case <-timer.C:
+		}
+		backoff = min(backoff*2, policy.MaxBackoff)
+	}
+}
+
+// minAttemptTime is the least time a retry must have left after its
+// backoff. One started at the very end of the budget cannot succeed, and it
+// could turn a clean "never sent" into ErrOutcomeUnknown by reaching the
+// server just as the deadline cancels it.
+const minAttemptTime = 5 * time.Millisecond
+
+// ctxDone is ctx.Err(), except that it reports DeadlineExceeded as soon as
+// the deadline has passed: the context's own timer fires a little later, and
+// an attempt started in between would start after the deadline.
+func ctxDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
+// retryable reports whether a failed attempt may be repeated.
+func retryable(out attemptOutcome, idempotent bool) bool {
+	if out.answered {
+		return false
+	}
+	if out.err != nil {
+		return !out.wrote || idempotent
+	}
+	// The server answered. Only server-side failures are worth repeating, and
+	// only when repeating cannot apply a command twice.
+	return idempotent && (out.status >= 500 && out.status != http.StatusNotImplemented || out.status == http.StatusTooManyRequests)
+}
+
+// mayHaveSent reports whether a request that failed with err may have
+// reached the server. net/http's transports report through httptrace when
+// they get a connection and when they have written the headers; a transport
+// that reports nothing (a custom RoundTripper) is only trusted for errors
+// that come before any connection exists: a failed dial or DNS lookup.
+func mayHaveSent(err error, traced, wroteHeaders bool) bool {
+	if wroteHeaders {
+		return true
+	}
+	if traced {
+		return false
+	}
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "dial" {
+		return false
+	}
+	var dns *net.DNSError
+	return !errors.As(err, &dns)
+}
+
+// finalError builds the error of a request that will not be tried again:
+// "upstash: LABEL: …", matching ErrOutcomeUnknown when the request may have
+// run and its outcome is lost, and ctxErr when the context ended the call.
+func finalError(ctxErr, err error, out attemptOutcome, idempotent bool, label string) error {
+	// A 5xx may come after the command ran; a 429 is a refusal (it is
+	// retried only for safe commands, to stay conservative, but nothing ran).
+	ambiguous := !idempotent && !out.answered && (out.err != nil && out.wrote || out.err == nil && out.status >= 500)
+	switch {
+	case ambiguous && ctxErr != nil:
+		return callErrorf(label, "%w: %w (last error: %w)", ErrOutcomeUnknown, ctxErr, err)
+	case ambiguous:
+		return callErrorf(label, "%w: %w", ErrOutcomeUnknown, err)
+	case ctxErr != nil && !errors.Is(err, ctxErr):
+		return callErrorf(label, "%w (last error: %w)", ctxErr, err)
+	}
+	return withLabel(label, err)
+}
