@@ -274,6 +274,7 @@ type recorder struct {
 	errs      map[string]error
 	ctxErrs   map[string]error // the context's cause when a gated turn ended early
 	peak      map[string]int   // lock key (or thread) -> most handlers running at once
+	delay     time.Duration    // every turn lasts at least this long (set before use)
 }
 
 type turnRecord struct {
@@ -336,6 +337,13 @@ func (r *recorder) handle(ctx context.Context, t *Turn) error {
 	}()
 	if s != nil {
 		close(s)
+	}
+	if r.delay > 0 {
+		select {
+		case <-time.After(r.delay):
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
 	}
 	if g != nil {
 		select {
