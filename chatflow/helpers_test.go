@@ -272,9 +272,10 @@ type recorder struct {
 	gates     map[string]chan struct{}
 	started   map[string]chan struct{}
 	errs      map[string]error
-	ctxErrs   map[string]error // the context's cause when a gated turn ended early
-	peak      map[string]int   // lock key (or thread) -> most handlers running at once
-	delay     time.Duration    // every turn lasts at least this long (set before use)
+	ctxErrs   map[string]error                   // the context's cause when a gated turn ended early
+	peak      map[string]int                     // lock key (or thread) -> most handlers running at once
+	delay     time.Duration                      // every turn lasts at least this long (set before use)
+	also      func(ctx context.Context, t *Turn) // runs in every turn (set before use)
 }
 
 type turnRecord struct {
@@ -330,6 +331,9 @@ func (r *recorder) handle(ctx context.Context, t *Turn) error {
 	r.turns = append(r.turns, rec)
 	g, s, err := r.gates[t.Message.ID], r.started[t.Message.ID], r.errs[t.Message.ID]
 	r.mu.Unlock()
+	if r.also != nil {
+		r.also(ctx, t)
+	}
 	defer func() {
 		r.mu.Lock()
 		r.running[key]--

@@ -1,4 +1,4 @@
-package chatflow_test
+package chatflow
 
 import (
 	"bytes"
@@ -7,8 +7,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/chatstate/upstash/chatflow"
 )
 
 // fixturesFile is the output of `node testdata/ts/messages.mjs fixtures`:
@@ -36,7 +34,7 @@ func readFixtures(t *testing.T) [][]byte {
 // Every message chat 4.41.1 wrote decodes and encodes back to the same bytes.
 func TestMessageFixturesRoundTrip(t *testing.T) {
 	for _, line := range readFixtures(t) {
-		var m chatflow.Message
+		var m Message
 		if err := json.Unmarshal(line, &m); err != nil {
 			t.Fatalf("decode %s: %v", line, err)
 		}
@@ -47,16 +45,16 @@ func TestMessageFixturesRoundTrip(t *testing.T) {
 }
 
 func TestMessageFixturesDecoded(t *testing.T) {
-	byID := map[string]chatflow.Message{}
+	byID := map[string]Message{}
 	for _, line := range readFixtures(t) {
-		var m chatflow.Message
+		var m Message
 		if err := json.Unmarshal(line, &m); err != nil {
 			t.Fatal(err)
 		}
 		byID[m.ID] = m
 	}
 	full := byID["m-full"]
-	if full.Author.IsBot != chatflow.BotUnknown || full.Author.Email != "ada@example.com" {
+	if full.Author.IsBot != BotUnknown || full.Author.Email != "ada@example.com" {
 		t.Errorf("m-full author = %+v", full.Author)
 	}
 	if full.Author.IsSystem == nil || *full.Author.IsSystem {
@@ -77,7 +75,7 @@ func TestMessageFixturesDecoded(t *testing.T) {
 		t.Errorf("m-full attachment = %+v", a)
 	}
 	bot := byID["m-bot"]
-	if bot.Raw != nil || bot.Formatted != nil || !bot.Author.IsMe || bot.Author.IsBot != chatflow.Bot || bot.IsMention == nil || *bot.IsMention {
+	if bot.Raw != nil || bot.Formatted != nil || !bot.Author.IsMe || bot.Author.IsBot != Bot || bot.IsMention == nil || *bot.IsMention {
 		t.Errorf("m-bot = %+v", bot)
 	}
 	hist := byID["m-history"]
@@ -102,31 +100,31 @@ func TestMessageFixturesMatchChatPackage(t *testing.T) {
 	}
 }
 
-func goMessages() []chatflow.Message {
+func goMessages() []Message {
 	yes, no := true, false
 	size := 2048.0
 	sent := time.Date(2026, 3, 4, 5, 6, 7, 891_234_567, time.FixedZone("CET", 3600))
-	parent := chatflow.Message{
+	parent := Message{
 		ID: "g-parent", ThreadID: "slack:C9:1.2", Text: "first",
-		Author:   chatflow.Author{UserID: "U1", UserName: "u", FullName: "U One"},
-		Metadata: chatflow.Metadata{DateSent: sent.Add(-time.Minute)},
+		Author:   Author{UserID: "U1", UserName: "u", FullName: "U One"},
+		Metadata: Metadata{DateSent: sent.Add(-time.Minute)},
 	}
-	return []chatflow.Message{
-		{ID: "g-min", ThreadID: "slack:C9:1.2", Metadata: chatflow.Metadata{DateSent: sent}},
+	return []Message{
+		{ID: "g-min", ThreadID: "slack:C9:1.2", Metadata: Metadata{DateSent: sent}},
 		{
 			ID: "g-full", ThreadID: "slack:C9:1.2", Text: "a <b> & \u2028 \U0001F600 \\u2028",
-			Formatted: chatflow.FormattedText("a <b> & c"),
+			Formatted: FormattedText("a <b> & c"),
 			Raw:       json.RawMessage(`{"z":1,"a":[true,null,"<x>"]}`),
-			Author:    chatflow.Author{UserID: "U2", UserName: "v", FullName: "V Two", Email: "v@example.com", IsBot: chatflow.BotUnknown, IsSystem: &no},
-			Metadata:  chatflow.Metadata{DateSent: sent, Edited: true, EditedAt: sent.Add(time.Second)},
-			Attachments: []chatflow.Attachment{
+			Author:    Author{UserID: "U2", UserName: "v", FullName: "V Two", Email: "v@example.com", IsBot: BotUnknown, IsSystem: &no},
+			Metadata:  Metadata{DateSent: sent, Edited: true, EditedAt: sent.Add(time.Second)},
+			Attachments: []Attachment{
 				{Type: "file", URL: "https://x.example/f", Name: "f.txt", MimeType: "text/plain", Size: &size, FetchMetadata: json.RawMessage(`{"b":"1","a":"2"}`)},
 			},
 			ReplyTo:   &parent,
 			IsMention: &yes,
-			Links:     []chatflow.Link{{URL: "https://x.example", Title: "X"}},
+			Links:     []Link{{URL: "https://x.example", Title: "X"}},
 		},
-		{ID: "g-bot", ThreadID: "t", Text: "", Raw: json.RawMessage("null"), Author: chatflow.Author{IsBot: chatflow.Bot, IsMe: true, IsSystem: &yes}, IsMention: &no, Metadata: chatflow.Metadata{DateSent: sent}},
+		{ID: "g-bot", ThreadID: "t", Text: "", Raw: json.RawMessage("null"), Author: Author{IsBot: Bot, IsMe: true, IsSystem: &yes}, IsMention: &no, Metadata: Metadata{DateSent: sent}},
 	}
 }
 
@@ -155,26 +153,26 @@ func TestMessageGoReadByChatPackage(t *testing.T) {
 }
 
 func TestMessageEncoding(t *testing.T) {
-	b := jsStringify(t, chatflow.Message{})
+	b := jsStringify(t, Message{})
 	want := `{"_type":"chat:Message","id":"","threadId":"","text":"","author":{"userId":"","userName":"","fullName":"","isBot":false,"isMe":false},"metadata":{"dateSent":"0001-01-01T00:00:00.000Z","edited":false},"attachments":[]}`
 	if string(b) != want {
 		t.Errorf("zero Message:\n got %s\nwant %s", b, want)
 	}
 	// Milliseconds, UTC, Z: Date.prototype.toISOString.
-	m := chatflow.Message{Metadata: chatflow.Metadata{DateSent: time.Date(2026, 1, 2, 3, 4, 5, 999_999_999, time.FixedZone("X", -7200))}}
+	m := Message{Metadata: Metadata{DateSent: time.Date(2026, 1, 2, 3, 4, 5, 999_999_999, time.FixedZone("X", -7200))}}
 	if b := jsStringify(t, m); !strings.Contains(string(b), `"dateSent":"2026-01-02T05:04:05.999Z"`) {
 		t.Errorf("dateSent not in toISOString form: %s", b)
 	}
-	if _, err := json.Marshal(chatflow.Message{Metadata: chatflow.Metadata{DateSent: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}); err == nil {
+	if _, err := json.Marshal(Message{Metadata: Metadata{DateSent: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}}); err == nil {
 		t.Error("year 10000 encoded without error")
 	}
-	if _, err := json.Marshal(chatflow.Author{IsBot: 7}); err == nil {
+	if _, err := json.Marshal(Author{IsBot: 7}); err == nil {
 		t.Error("BotStatus 7 encoded without error")
 	}
-	if got := string(chatflow.FormattedText("hi")); got != `{"type":"root","children":[{"type":"paragraph","children":[{"type":"text","value":"hi"}]}]}` {
+	if got := string(FormattedText("hi")); got != `{"type":"root","children":[{"type":"paragraph","children":[{"type":"text","value":"hi"}]}]}` {
 		t.Errorf("FormattedText(hi) = %s", got)
 	}
-	if got := string(chatflow.FormattedText("")); got != `{"type":"root","children":[]}` {
+	if got := string(FormattedText("")); got != `{"type":"root","children":[]}` {
 		t.Errorf("FormattedText('') = %s", got)
 	}
 }
@@ -182,7 +180,7 @@ func TestMessageEncoding(t *testing.T) {
 func TestMessageDecoding(t *testing.T) {
 	// Legacy entries without _type are accepted, as the core's
 	// rehydrateMessage accepts them.
-	var m chatflow.Message
+	var m Message
 	if err := json.Unmarshal([]byte(`{"id":"x","threadId":"t","text":"hi","author":{"userId":"u","userName":"n","fullName":"f","isBot":null,"isMe":false},"metadata":{"dateSent":"2025-01-02T03:04:05Z","edited":false}}`), &m); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package chatflow_test
+package chatflow
 
 import (
 	"bytes"
