@@ -1,2 +1,97 @@
-// Package chatflow is the Chat SDK core's webhook orchestration over any upstash.StateAdapter.
+// Package chatflow is the Chat SDK core's webhook orchestration in Go: what
+// the TypeScript package chat (4.41.1) does around its state adapter for
+// every incoming message, over any upstash.StateAdapter, sharing keys,
+// locks, queues and history with TypeScript bots on the same database.
+//
+//	state := upstash.NewState(client)
+//	flow, err := chatflow.New(state, func(ctx context.Context, turn *chatflow.Turn) error {
+//		// turn.Message is the latest message, turn.Skipped the ones it superseded.
+//		return reply(ctx, turn)
+//	}, chatflow.WithStrategy(chatflow.Queue))
+//	...
+//	res, err := flow.Handle(ctx, "slack", msg) // in the webhook handler
+//
+// # One message, step by step
+//
+// Flow.Handle ignores the bot's own messages, claims
+// "dedupe:{adapter}:{id}" (10 minutes; a platform's retry is a duplicate),
+// appends the message to "msg-history:{thread}" when history is on, and
+// then applies the strategy:
+//
+//   - Drop (the default): take the thread's lock or drop the message with
+//     ErrLocked; ConflictForce takes the lock over instead.
+//   - Queue: take the lock, handle the message, then drain the queue; when
+//     the lock is busy, enqueue the message for the holder (10 entries at
+//     most, the oldest dropped, or the new one with DropNewest; each
+//     deliverable for 90 s).
+//   - Debounce: every message is queued; the holder waits for a 1.5 s
+//     window without new messages and hands over the latest one.
+//   - Burst: the holder waits one 1.5 s window, then hands over the latest
+//     message and drains.
+//   - Concurrent: no lock; at most WithMaxConcurrent handlers per thread in
+//     this process.
+//
+// The handler gets a Turn: the latest message and, from a drain, the older
+// ones as Skipped (the core's context.skipped), plus Thread helpers for
+// subscriptions, thread state ("thread-state:{thread}", merged like the
+// core's setState) and history. While it runs, a heartbeat extends the
+// lock every third of its TTL (30 s, so every 10 s) up to a maximum
+// lifetime (10 minutes). Afterwards the lock is released on a context
+// detached from the caller's cancellation. Every goroutine a call starts
+// has returned when the call returns.
+//
+// # Serverless
+//
+// A call takes its time budget from the context's deadline (Lambda), or
+// from WithBudget where the context has none (Vercel's r.Context()). The
+// lock's TTL is bounded by the time left (plus one second), so a killed
+// invocation's lock does not outlive it by much; the handler's context
+// ends ReleaseReserve before the deadline, leaving time to release; and it
+// ends LockMargin before the lock could lapse when extends fail or find
+// the lock gone (context.Cause is then ErrLockLost), so a handler that
+// honours its context never runs unlocked. A call that starts with too
+// little time left fails with ErrNoTime before writing anything.
+//
+// # Delivery
+//
+// Handle returns an error only when its message was neither handed to the
+// handler nor queued (nor deliberately dropped), and it then deletes the
+// dedupe marker, so that the platform's retry is processed; or when the
+// handler failed for that message. When a write's outcome is unknown (a
+// lost reply), the flow prefers a message handled twice to a message lost:
+// a dedupe claim in doubt counts as claimed by this call, and an enqueue
+// in doubt is reported as an error so the platform retries, which may
+// queue the message twice.
+//
+// The stranded message of the TypeScript core (vercel/chat#928: B finds
+// the lock busy, the holder takes its last empty look at the queue and
+// releases, B enqueues, nobody drains) is closed from both sides: after
+// enqueueing, B tries the lock once more and drains if it is free; after
+// releasing, the holder looks at the queue once more and drains again if
+// it is not empty and the lock is free.
+//
+// What the 18 operations of the state contract cannot prevent: a dequeue
+// whose reply is lost loses that one entry (logged at error level); an
+// acquire whose outcome stays unknown leaves a lock that nobody releases
+// until its TTL, and messages queued behind it wait for the next message or
+// for Flow.Drain (a scheduled sweep can call it). Issue 11's fused
+// operations (Admit, Finish: one request each, idempotent, with an atomic
+// release-or-next) are the planned fix; the code marks where they plug in
+// ("SEAM(issue 11)").
+//
+// # Sharing threads with TypeScript bots
+//
+// Message is the core's serialized message (Message.toJSON), byte for
+// byte, so queue entries and history items written by either side are read
+// by the other; dedupe, lock, queue, state and history keys are the
+// core's. A Go Flow and a TypeScript Chat with the same strategy can serve
+// the same threads: whichever holds the lock drains what the other queued
+// (chatflow's tests run this against the real chat package). Where the
+// two differ on purpose: Go hands every thread of a channel-scoped drain
+// its own turn (the core hands over only the latest message's thread and
+// drops the others'); Go keeps the holder's own message in memory under
+// Debounce and Burst instead of enqueueing it (two requests fewer); Go
+// looks at the queue depth only when DropNewest needs it; Go cancels the
+// handler's context when the lock is lost (the core only logs); and Go
+// puts back on the queue the messages it took but could not hand over.
 package chatflow
