@@ -156,6 +156,9 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"space inside the token", map[string]string{
 			"UPSTASH_REDIS_REST_URL": envHost, "UPSTASH_REDIS_REST_TOKEN": "AYsecret TOKENenv01",
 		}, nil, []string{"UPSTASH_REDIS_REST_TOKEN", "whitespace"}},
+		{"control character inside the token", map[string]string{
+			"UPSTASH_REDIS_REST_URL": envHost, "UPSTASH_REDIS_REST_TOKEN": "AYsecret\x00TOKENenv01",
+		}, nil, []string{"UPSTASH_REDIS_REST_TOKEN", "control character"}},
 		{"newline inside the URL", map[string]string{
 			"UPSTASH_REDIS_REST_URL": envHost + "\n" + envHost, "UPSTASH_REDIS_REST_TOKEN": envTok,
 		}, nil, []string{"UPSTASH_REDIS_REST_URL", "whitespace"}},

@@ -4,12 +4,19 @@ package upstash_test
 // value in any error text, log line or printed configuration.
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"github.com/jarcoal/httpmock"
 
 	"github.com/chatstate/upstash"
 	"github.com/chatstate/upstash/internal/testtool"
@@ -166,4 +173,209 @@ func TestTokenNeverLeaks(t *testing.T) {
 			t.Errorf("an argument value leaked: %s", txt)
 		}
 	}
+}
+
+// TestErrorTextsNameTheCallOnce: every error starts with one "upstash: "
+// and names the call once, however many layers built it, and still matches
+// its sentinels.
+func TestErrorTextsNameTheCallOnce(t *testing.T) {
+	script := upstash.NewScript("return redis.call('INCR', KEYS[1])")
+	faulty := func(t *testing.T, policy upstash.RetryPolicy, steps ...step) *upstash.Client {
+		c, _ := newFaultClient(t, policy, steps...)
+		return c
+	}
+	tests := []struct {
+		name string
+		call func(t *testing.T) error
+		want string // the text, or its start when it ends with "…"
+		is   []error
+	}{
+		{"script outcome unknown", func(t *testing.T) error {
+			_, err := script.Run(ctxT(t), faulty(t, fastRetry, json500), []string{"k"})
+			return err
+		}, "upstash: EVALSHA: outcome unknown (the request may or may not have been applied): ERR internal error",
+			[]error{upstash.ErrOutcomeUnknown}},
+		{"reset after writing", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, step{fault: resetAfterWrite}).Incr(ctxT(t), "k")
+			return err
+		}, "upstash: INCR: outcome unknown (the request may or may not have been applied): Post …",
+			[]error{upstash.ErrOutcomeUnknown, syscall.ECONNRESET}},
+		{"refused", func(t *testing.T) error {
+			_, err := faulty(t, upstash.NoRetry, step{fault: refuse}).Get(ctxT(t), "k")
+			return err
+		}, "upstash: GET: Post …", []error{syscall.ECONNREFUSED}},
+		{"HTML 503 after retries", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, html503).Get(ctxT(t), "k")
+			return err
+		}, `upstash: GET: protocol error: HTTP 503 with a body that is not an Upstash error: "<html><body>Service Unavailable</body></html>"`,
+			[]error{upstash.ErrProtocol}},
+		{"expired context", func(t *testing.T) error {
+			ctx, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Second))
+			defer cancel()
+			_, err := faulty(t, fastRetry, okStep).Get(ctx, "k")
+			return err
+		}, "upstash: GET: context deadline exceeded", []error{context.DeadlineExceeded}},
+		{"result not an integer", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, step{status: 200, body: `{"result":1.5}`}).Do(ctxT(t), "INCRBYFLOAT", "k", 1)
+			return err
+		}, "upstash: INCRBYFLOAT: protocol error: number 1.5 in reply is not a 64-bit integer", []error{upstash.ErrProtocol}},
+		{"body not JSON", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, step{status: 200, body: `<html>`}).Get(ctxT(t), "k")
+			return err
+		}, "upstash: GET: protocol error: body is not a JSON object: …", []error{upstash.ErrProtocol}},
+		{"pipeline reply of the wrong length", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, step{status: 200, body: `[{"result":1}]`}).Pipeline(ctxT(t), upstash.Cmd("GET", "a"), upstash.Cmd("GET", "b"))
+			return err
+		}, "upstash: PIPELINE: protocol error: 1 replies for 2 commands", []error{upstash.ErrProtocol}},
+		{"pipeline element not decodable", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, step{status: 200, body: `[{"result":1},{"result":{}}]`}).Pipeline(ctxT(t), upstash.Cmd("GET", "a"), upstash.Cmd("GET", "b"))
+			return err
+		}, "upstash: PIPELINE: command 1 (GET): protocol error: unexpected map[string]interface {} in reply", []error{upstash.ErrProtocol}},
+		{"response over the limit", func(t *testing.T) error {
+			c, mt, rec := newMock(t, upstash.WithLimits(upstash.Limits{MaxResponseBytes: 10}))
+			on(mt, "", rec.reply(200, `{"result":"`+strings.Repeat("QUFB", 10)+`"}`))
+			_, err := c.Get(ctxT(t), "k")
+			return err
+		}, "upstash: GET: protocol error: response …", []error{upstash.ErrProtocol}},
+		{"invalid argument", func(t *testing.T) error {
+			c, _, _ := newMock(t)
+			_, err := c.Do(ctxT(t), "SET", "k", "\xff")
+			return err
+		}, "upstash: SET: argument 2: invalid argument: not valid UTF-8 …", []error{upstash.ErrInvalidArgument}},
+		{"invalid argument in a pipeline", func(t *testing.T) error {
+			c, _, _ := newMock(t)
+			_, err := c.Pipeline(ctxT(t), upstash.Cmd("GET", "a"), upstash.Cmd("SET", "k", nil))
+			return err
+		}, "upstash: PIPELINE: command 1 (SET): argument 2: invalid argument: nil value", []error{upstash.ErrInvalidArgument}},
+		{"empty command name in a transaction", func(t *testing.T) error {
+			c, _, _ := newMock(t)
+			_, err := c.Transaction(ctxT(t), upstash.Cmd("GET", "a"), upstash.Cmd(""))
+			return err
+		}, "upstash: MULTI-EXEC: command 1: invalid argument: a command needs a non-empty name", []error{upstash.ErrInvalidArgument}},
+		{"empty command name", func(t *testing.T) error {
+			c, _, _ := newMock(t)
+			_, err := c.Run(ctxT(t), upstash.Command{})
+			return err
+		}, "upstash: invalid argument: a command needs a non-empty name", []error{upstash.ErrInvalidArgument}},
+		{"empty pipeline", func(t *testing.T) error {
+			c, _, _ := newMock(t)
+			_, err := c.Pipeline(ctxT(t))
+			return err
+		}, "upstash: PIPELINE: invalid argument: no commands", []error{upstash.ErrInvalidArgument}},
+		{"negative TTL", func(t *testing.T) error {
+			c, _, _ := newMock(t)
+			return c.Set(ctxT(t), "k", "v", -time.Second)
+		}, "upstash: SET: invalid argument: negative TTL -1s", []error{upstash.ErrInvalidArgument}},
+		{"request over the limit", func(t *testing.T) error {
+			c, _, _ := newMock(t, upstash.WithLimits(upstash.Limits{MaxRequestBytes: 10}))
+			_, err := c.Do(ctxT(t), "SET", "k", "0123456789")
+			return err
+		}, "upstash: SET: request too large: the request of 24 bytes exceeds the 10-byte limit (Limits.MaxRequestBytes)",
+			[]error{upstash.ErrRequestTooLarge}},
+		{"transaction discarded", func(t *testing.T) error {
+			c, mt, rec := newMock(t)
+			on(mt, "/multi-exec", rec.reply(400, `{"error":"ERR unknown command 'NOPE'"}`))
+			_, err := c.Transaction(ctxT(t), upstash.Cmd("NOPE"))
+			return err
+		}, "upstash: MULTI-EXEC: ERR unknown command 'NOPE'", []error{upstash.ErrTransactionDiscarded}},
+		{"script re-sent after NOSCRIPT in a pipeline", func(t *testing.T) error {
+			c, mt, rec := newMock(t)
+			on(mt, "/pipeline", rec.sequence(
+				canned{status: 200, body: `[` + noscript + `]`},
+				canned{status: 500, body: `{"error":"ERR internal error"}`},
+			))
+			res, err := c.Pipeline(ctxT(t), script.Cmd([]string{"k"}))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return res[0].Err
+		}, "upstash: PIPELINE: command 0 (EVALSHA): re-sending the script as EVAL after NOSCRIPT: outcome unknown (the request may or may not have been applied): ERR internal error",
+			[]error{upstash.ErrOutcomeUnknown}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call(t)
+			if err == nil {
+				t.Fatal("no error")
+			}
+			got := err.Error()
+			if prefix, ok := strings.CutSuffix(tc.want, "…"); ok {
+				if !strings.HasPrefix(got, prefix) {
+					t.Errorf("error text\n%s\ndoes not start with\n%s", got, prefix)
+				}
+			} else if got != tc.want {
+				t.Errorf("error text\n%s\nwant\n%s", got, tc.want)
+			}
+			if n := strings.Count(got, "upstash:"); n != 1 {
+				t.Errorf("error text %q has %d \"upstash:\" prefixes, want 1", got, n)
+			}
+			wantErrIs(t, err, tc.is...)
+		})
+	}
+}
+
+// TestUnauthorizedNamesTheToken: a 401 says where the refused token came
+// from and which database refused it, never the token itself.
+func TestUnauthorizedNamesTheToken(t *testing.T) {
+	const wrongpass = `{"error":"WRONGPASS invalid or missing auth token"}`
+	check := func(t *testing.T, cfg upstash.Config, want string) {
+		t.Helper()
+		mt := httpmock.NewMockTransport()
+		mt.RegisterNoResponder(httpmock.NewStringResponder(http.StatusUnauthorized, wrongpass))
+		c, err := upstash.New(cfg, upstash.WithTransport(mt))
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = c.Ping(ctxT(t))
+		wantErrIs(t, err, upstash.ErrUnauthorized)
+		if got := err.Error(); got != want {
+			t.Errorf("error text\n%s\nwant\n%s", got, want)
+		}
+		if strings.Contains(err.Error(), cfg.Token) {
+			t.Errorf("error %q contains the token", err)
+		}
+	}
+	t.Run("Config built by hand", func(t *testing.T) {
+		check(t, upstash.Config{URL: mockURL, Token: secretToken},
+			"upstash: PING: HTTP 401 unauthorized (WRONGPASS invalid or missing auth token): "+
+				"the server refused the token in Config.Token; check that it is the current REST token of "+mockURL)
+	})
+	for _, tc := range []struct {
+		env  map[string]string
+		opts []upstash.EnvOption
+		from string
+	}{
+		{map[string]string{upstash.EnvURL: mockURL + "/", upstash.EnvToken: secretToken}, nil, upstash.EnvToken},
+		{map[string]string{upstash.EnvVercelURL: mockURL, upstash.EnvVercelToken: secretToken}, nil, upstash.EnvVercelToken},
+		{map[string]string{"p_" + upstash.EnvVercelURL: mockURL, "p_" + upstash.EnvVercelReadOnlyToken: secretToken},
+			[]upstash.EnvOption{upstash.EnvPrefix("p_"), upstash.EnvReadOnly()}, "p_" + upstash.EnvVercelReadOnlyToken},
+	} {
+		t.Run(tc.from, func(t *testing.T) {
+			cfg, err := upstash.ConfigFromEnv(append(tc.opts, upstash.EnvMap(tc.env))...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			check(t, cfg, "upstash: PING: HTTP 401 unauthorized (WRONGPASS invalid or missing auth token): "+
+				"the server refused the token from "+tc.from+"; check that it is the current REST token of "+mockURL)
+		})
+	}
+	t.Run("a 401 without a message", func(t *testing.T) {
+		c, mt, rec := newMock(t)
+		on(mt, "/pipeline", rec.reply(401, "Unauthorized"))
+		_, err := c.Pipeline(ctxT(t), upstash.Cmd("GET", "k"))
+		wantErrIs(t, err, upstash.ErrUnauthorized)
+		want := "upstash: PIPELINE: HTTP 401 unauthorized: the server refused the token in Config.Token; check that it is the current REST token of " + mockURL
+		if got := err.Error(); got != want {
+			t.Errorf("error text\n%s\nwant\n%s", got, want)
+		}
+	})
+	t.Run("an Error built by hand", func(t *testing.T) {
+		e := &upstash.Error{Command: "GET", Index: -1, Status: 401, Message: "WRONGPASS x"}
+		if got, want := e.Error(), "upstash: GET: HTTP 401 unauthorized (WRONGPASS x)"; got != want {
+			t.Errorf("Error() = %q, want %q", got, want)
+		}
+		if !errors.Is(e, upstash.ErrUnauthorized) {
+			t.Error("a 401 does not match ErrUnauthorized")
+		}
+	})
 }

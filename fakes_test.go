@@ -253,6 +253,9 @@ type netServer struct {
 	resetN   int // the next resetN requests run, then get a reset instead of a reply
 	headers  []http.Header
 	conns    map[*trackedConn]bool
+	// staleKills counts requests that arrived on a stale connection and
+	// were answered with a reset.
+	staleKills atomic.Int32
 }
 
 // trackedConn lets the test kill a connection the moment the client next
@@ -260,12 +263,19 @@ type netServer struct {
 // writes its request, then reads a reset.
 type trackedConn struct {
 	net.Conn
+	s     *netServer
 	stale atomic.Bool
 }
 
+// Read kills a stale connection when the next request's bytes arrive on it,
+// and only then. A read that ends without data (the server aborting its
+// background read once it has answered) passes through: killing the
+// connection there would close it while idle, and the client would notice
+// and dial a fresh one instead of writing on the stale one.
 func (c *trackedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if c.stale.Load() {
+	if n > 0 && c.stale.Load() {
+		c.s.staleKills.Add(1) // before the client can see the reset
 		if tc, ok := c.Conn.(*net.TCPConn); ok {
 			_ = tc.SetLinger(0) // close with RST, like a forgotten connection
 		}
@@ -285,7 +295,7 @@ func (l trackingListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := &trackedConn{Conn: c}
+	tc := &trackedConn{Conn: c, s: l.s}
 	l.s.mu.Lock()
 	l.s.conns[tc] = true
 	l.s.mu.Unlock()

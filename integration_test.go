@@ -119,10 +119,10 @@ func TestIntegrationRoundTrip(t *testing.T) {
 		t.Fatalf("nested EVAL reply = %v", v)
 	}
 	// TTLs go in milliseconds.
-	if err := c.Set(ctx, "ttl", "v", 1500*time.Millisecond); err != nil {
+	if err := c.Set(ctx, "ttl", "v", 90500*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if d, err := c.PTTL(ctx, "ttl"); err != nil || d <= 0 || d > 1500*time.Millisecond {
+	if d, err := c.PTTL(ctx, "ttl"); err != nil || d <= 0 || d > 90500*time.Millisecond {
 		t.Fatalf("PTTL = %v %v", d, err)
 	}
 	if n, err := c.Del(ctx, "ttl", "nope"); n != 1 || err != nil {
@@ -438,6 +438,10 @@ func TestIntegrationAuth(t *testing.T) {
 		wantErrIs(t, err, upstash.ErrUnauthorized)
 		if strings.Contains(err.Error(), secretToken) || strings.Contains(err.Error(), srv.Token) {
 			t.Fatalf("error %q contains a token", err)
+		}
+		if want := "upstash: GET: HTTP 401 unauthorized"; !strings.HasPrefix(err.Error(), want) ||
+			!strings.Contains(err.Error(), "the server refused the token in Config.Token; check that it is the current REST token of "+srv.URL) {
+			t.Errorf("error %q does not say which token to check", err)
 		}
 		_, err = bad.Pipeline(ctxT(t), upstash.Cmd("GET", "k"))
 		wantErrIs(t, err, upstash.ErrUnauthorized)

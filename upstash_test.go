@@ -8,13 +8,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/jarcoal/httpmock"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/upstashtest"
 )
 
 func TestBase64ThroughClient(t *testing.T) {
@@ -267,5 +271,51 @@ func TestTrailingSlashIsTrimmed(t *testing.T) {
 	}
 	if _, err := c.Pipeline(ctxT(t), upstash.Cmd("PING")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestURLPathPrefix: a REST URL with a path is a prefix of every request's
+// path, here upstashtest mounted under /v2 behind a proxy.
+func TestURLPathPrefix(t *testing.T) {
+	srv := upstashtest.NewServer(t)
+	var mu sync.Mutex
+	var paths []string
+	mounted := http.StripPrefix("/v2", srv.Handler())
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		mounted.ServeHTTP(w, r)
+	}))
+	defer front.Close()
+	for _, url := range []string{front.URL + "/v2", front.URL + "/v2/"} {
+		mu.Lock()
+		paths = nil
+		mu.Unlock()
+		if err := srv.FlushAll(); err != nil {
+			t.Fatal(err)
+		}
+		c := clientOf(t, url, srv.Token)
+		ctx := ctxT(t)
+		if err := c.Set(ctx, "k", "v", 0); err != nil {
+			t.Fatalf("%s: SET: %v", url, err)
+		}
+		res, err := c.Pipeline(ctx, upstash.Cmd("GET", "k"), upstash.Cmd("INCR", "n"))
+		if err != nil || text(t, res[0].Value) != "v" {
+			t.Fatalf("%s: pipeline: %v %v", url, res, err)
+		}
+		res, err = c.Transaction(ctx, upstash.Cmd("GET", "k"), upstash.Cmd("INCR", "n"))
+		if err != nil || text(t, res[1].Value) != "2" {
+			t.Fatalf("%s: transaction: %v %v", url, res, err)
+		}
+		mu.Lock()
+		got := strings.Join(paths, " ")
+		mu.Unlock()
+		if want := "/v2 /v2/pipeline /v2/multi-exec"; got != want {
+			t.Errorf("%s: paths %s, want %s", url, got, want)
+		}
+	}
+	if st := srv.Stats(); st.Requests["/"] != 2 || st.Requests["/pipeline"] != 2 || st.Requests["/multi-exec"] != 2 {
+		t.Fatalf("the server saw %+v", st.Requests)
 	}
 }
