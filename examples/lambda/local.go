@@ -34,9 +34,6 @@ import (
 // invocation's context gets this deadline, as Lambda gives it.
 const invokeTimeout = 10 * time.Second
 
-// slowWait bounds how long the "slow" message waits for the burst.
-const slowWait = 5 * time.Second
-
 func runLocalMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
@@ -107,8 +104,11 @@ type run struct {
 	calls    map[string]int // message id → OnMessage calls
 	statuses map[int]int
 
-	slowID string        // the message whose handler waits for the burst
-	gate   chan struct{} // closed when the burst is over
+	slowID     string        // the message whose handler waits for the burst
+	slowReq    string        // the request that delivers it
+	slowLocked chan struct{} // closed when slowReq has taken its thread's lock
+	slowSeen   bool          // slowLocked is closed
+	gate       chan struct{} // closed when the burst is over
 }
 
 func (r *run) printf(format string, args ...any) {
@@ -122,11 +122,16 @@ func (r *run) onEvent(e chatbot.Event) {
 	defer r.mu.Unlock()
 	r.events = append(r.events, e)
 	fmt.Fprintln(r.out, strings.TrimRight(e.String(), " "))
+	if e.Kind == chatbot.EventLocked && e.RequestID == r.slowReq && !r.slowSeen {
+		r.slowSeen = true
+		close(r.slowLocked)
+	}
 }
 
 // onMessage is the bot's "work" for a message: a short pause, as if it
-// called a model. It also checks the lock's promise: never two handlers
-// on one thread at the same time.
+// called a model. The slow message instead waits until the burst is over
+// (or its invocation runs out of time). It also checks the lock's promise:
+// never two handlers on one thread at the same time.
 func (r *run) onMessage(ctx context.Context, m chatbot.Message) {
 	r.mu.Lock()
 	r.inFlight[m.ThreadID]++
@@ -138,52 +143,19 @@ func (r *run) onMessage(ctx context.Context, m chatbot.Message) {
 		r.inFlight[m.ThreadID]--
 		r.mu.Unlock()
 	}()
-	wait := 20 * time.Millisecond
-	var gate <-chan struct{}
 	if m.MessageID == r.slowID {
-		wait, gate = slowWait, r.gate
+		select {
+		case <-r.gate:
+		case <-ctx.Done():
+		}
+		return
 	}
-	t := time.NewTimer(wait)
+	t := time.NewTimer(20 * time.Millisecond)
 	defer t.Stop()
 	select {
-	case <-gate:
 	case <-t.C:
 	case <-ctx.Done():
 	}
-}
-
-func (r *run) count(kind chatbot.EventKind, reqID string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	n := 0
-	for _, e := range r.events {
-		if e.Kind == kind && (reqID == "" || e.RequestID == reqID) {
-			n++
-		}
-	}
-	return n
-}
-
-// waitFor polls until an event of kind for reqID was seen, or gives up
-// when done is closed (the invocation returned without it) or after
-// slowWait.
-func (r *run) waitFor(ctx context.Context, kind chatbot.EventKind, reqID string, done <-chan struct{}) error {
-	deadline := time.Now().Add(slowWait)
-	for r.count(kind, reqID) == 0 {
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%s: no %q event within %v", reqID, kind, slowWait)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-done:
-			if r.count(kind, reqID) == 0 {
-				return fmt.Errorf("%s returned without a %q event", reqID, kind)
-			}
-		case <-time.After(2 * time.Millisecond):
-		}
-	}
-	return nil
 }
 
 // invoke sends one delivery through the Lambda handler the way the runtime
@@ -321,7 +293,7 @@ func runLocal(ctx context.Context, out io.Writer, environ map[string]string) (*r
 	bot := chatbot.New(state)
 	r := &run{
 		out: out, inFlight: map[string]int{}, calls: map[string]int{}, statuses: map[int]int{},
-		slowID: "m4", gate: make(chan struct{}),
+		slowID: "m4", slowReq: "req-05", slowLocked: make(chan struct{}), gate: make(chan struct{}),
 	}
 	bot.OnEvent, bot.OnMessage = r.onEvent, r.onMessage
 	// The very function main passes to lambda.Start, behind the runtime's
@@ -352,12 +324,18 @@ func runLocal(ctx context.Context, out io.Writer, environ map[string]string) (*r
 	slowDone := make(chan struct{})
 	go func() {
 		defer close(slowDone)
-		r.invoke(ctx, d("req-05", msg("m4", threadEng, "U-ana", "here are the logs"), false))
+		r.invoke(ctx, d(r.slowReq, msg(r.slowID, threadEng, "U-ana", "here are the logs"), false))
 	}()
-	if err := r.waitFor(ctx, chatbot.EventLocked, "req-05", slowDone); err != nil {
+	// The burst starts once m4's invocation holds the lock (an event, not a
+	// pause: on a slow machine it simply comes later).
+	select {
+	case <-r.slowLocked:
+	case <-slowDone:
+		return nil, fmt.Errorf("%s returned without taking the lock", r.slowReq)
+	case <-ctx.Done():
 		close(r.gate)
 		<-slowDone
-		return nil, err
+		return nil, ctx.Err()
 	}
 	var burst sync.WaitGroup
 	for _, dv := range []delivery{

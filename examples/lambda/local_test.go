@@ -17,6 +17,7 @@ import (
 // TestLocalBurst runs `go run ./examples/lambda` in-process: the runner
 // checks itself and returns an error on any problem.
 func TestLocalBurst(t *testing.T) {
+	t.Parallel()
 	var out bytes.Buffer
 	rep, err := runLocal(context.Background(), &out, map[string]string{})
 	t.Log("\n" + out.String())
@@ -62,6 +63,7 @@ func TestLocalBurst(t *testing.T) {
 // variables set): each run uses a key prefix of its own, so a second run is
 // not deduped by the first, and deletes its keys at the end.
 func TestLocalBurstOnADatabase(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	env := map[string]string{upstash.EnvVercelURL: srv.URL, upstash.EnvVercelToken: srv.Token}
 	for run := 1; run <= 2; run++ {

@@ -110,6 +110,7 @@ func exists(t *testing.T, srv *upstashtest.Server, key string) bool {
 }
 
 func TestDuplicateWebhookProcessedOnce(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	var calls atomic.Int64
@@ -140,6 +141,7 @@ func TestDuplicateWebhookProcessedOnce(t *testing.T) {
 // every message must be handled exactly once, by its own invocation or by
 // the lock holder's drain.
 func TestConcurrentWebhooksOneAtATime(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	var inFlight, maxInFlight atomic.Int64
@@ -204,51 +206,57 @@ func TestConcurrentWebhooksOneAtATime(t *testing.T) {
 	}
 }
 
-// TestLockTTLFollowsDeadline: with 3 s left, the lock lives at most 3 s +
-// 1 s of skew instead of the Chat SDK's 30 s, and the work stops before the
-// deadline to leave time for the release.
+// TestLockTTLFollowsDeadline: with 3 s left, the lock lives 3 s + 1 s of
+// skew instead of the Chat SDK's 30 s, and the work stops a quarter of the
+// time left before the deadline, to leave time for the release. The bounds
+// come from clock readings around the call, so a slow machine widens them
+// instead of failing the test.
 func TestLockTTLFollowsDeadline(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	const thread = "slack:C1:ttl"
 	var pttl int64
-	var workLeft time.Duration
+	var workDeadline, measured time.Time
 	a.bot.OnMessage = func(ctx context.Context, m chatbot.Message) {
+		var ok bool
+		if workDeadline, ok = ctx.Deadline(); !ok {
+			t.Error("the bot's context has no deadline")
+		}
 		v, err := srv.Do("PTTL", "chat-sdk:lock:"+thread)
+		measured = time.Now()
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		pttl = v.(int64)
-		dl, ok := ctx.Deadline()
-		if !ok {
-			t.Error("the bot's context has no deadline")
-		}
-		workLeft = time.Until(dl)
 	}
-	deadline := time.Now().Add(3 * time.Second)
-	var workDeadline time.Time
-	inner := a.bot.OnMessage
-	a.bot.OnMessage = func(ctx context.Context, m chatbot.Message) {
-		workDeadline, _ = ctx.Deadline()
-		inner(ctx, m)
-	}
+	start := time.Now()
+	deadline := start.Add(3 * time.Second)
 	r := invokeUntil(t, a, hookFor(thread, "m1", "@bot hi"), deadline)
-	if r.StatusCode != 200 {
+	if r.StatusCode != 200 || measured.IsZero() {
 		t.Fatalf("%d %s", r.StatusCode, r.Body)
 	}
-	if pttl <= 2000 || pttl > 4100 {
-		t.Errorf("lock PTTL %d ms, want about 4000 (3 s left + 1 s skew)", pttl)
+	// The bot read the clock (now) somewhere in [start, measured]; it took
+	// TTL = time left + 1 s, rounded up to 100 ms, and stops working
+	// min(1 s, time left / 4) before the deadline.
+	maxLeft, minLeft := deadline.Sub(start), deadline.Sub(measured)
+	ms := func(d time.Duration) int64 { return d.Milliseconds() }
+	// PTTL counts down from TTL from the moment Redis set it (≥ start).
+	if lo, hi := ms(minLeft+time.Second)-1, ms(maxLeft+time.Second+100*time.Millisecond); pttl < lo || pttl > hi {
+		t.Errorf("lock PTTL %d ms, want in [%d, %d] (time left + 1 s)", pttl, lo, hi)
 	}
-	if reserve := deadline.Sub(workDeadline); reserve < 700*time.Millisecond || reserve > time.Second {
-		t.Errorf("work stops %v before the deadline, want 0.75 s (a quarter of the 3 s left) to release", reserve)
+	reserve := deadline.Sub(workDeadline)
+	if lo, hi := min(time.Second, minLeft/4), min(time.Second, maxLeft/4); reserve < lo || reserve > hi {
+		t.Errorf("work stops %v before the deadline, want in [%v, %v] (a quarter of the time left)", reserve, lo, hi)
 	}
-	if workLeft <= 0 {
-		t.Errorf("the bot's context deadline had passed (%v)", workLeft)
+	if !workDeadline.After(measured) {
+		t.Errorf("the bot's work deadline %v had passed when it ran (%v)", workDeadline, measured)
 	}
 }
 
 func TestTooCloseToDeadlineWritesNothing(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	w := hookFor("slack:C1:late", "m1", "@bot hi")
@@ -262,6 +270,7 @@ func TestTooCloseToDeadlineWritesNothing(t *testing.T) {
 }
 
 func TestWrongTokenIsAClearError(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	const bad = "wrong-token-3c1f0e9a7b"
 	a := newTestApp(t, srv, bad)
@@ -281,11 +290,12 @@ func TestWrongTokenIsAClearError(t *testing.T) {
 // works; the holder notices at its next extend, puts the message it took
 // back, and after releasing takes the lock again to drain: nothing is lost.
 func TestLockLostWhileDraining(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	const thread = "slack:C1:lost"
 	state := upstash.NewState(mustClient(t, srv))
-	queued := make(chan struct{})
+	holding, queued := make(chan struct{}), make(chan struct{})
 	var kinds []chatbot.EventKind
 	var mu sync.Mutex
 	a.bot.OnEvent = func(e chatbot.Event) {
@@ -298,14 +308,18 @@ func TestLockLostWhileDraining(t *testing.T) {
 		if m.MessageID != "m1" {
 			return
 		}
+		close(holding) // m1's invocation holds the lock while it runs this
 		<-queued
 		if err := state.ForceReleaseLock(ctx, thread); err != nil {
 			t.Error(err)
 		}
 	}
 	done := make(chan events.LambdaFunctionURLResponse)
-	go func() { done <- invoke(t, a, hookFor(thread, "m1", "@bot hi"), 10*time.Second) }()
-	waitExists(t, srv, "chat-sdk:lock:"+thread)
+	// With 30 s left the lock's TTL is 30 s, so KeepLockAlive's first
+	// heartbeat comes after 10 s: the holder, not the heartbeat, is the one
+	// to find the lock gone, at its extend before m2.
+	go func() { done <- invoke(t, a, hookFor(thread, "m1", "@bot hi"), 30*time.Second) }()
+	<-holding
 	for _, id := range []string{"m2", "m3"} {
 		if r := invoke(t, a, hookFor(thread, id, "more"), 10*time.Second); r.StatusCode != 202 {
 			t.Fatalf("%s: %d %s, want 202", id, r.StatusCode, r.Body)
@@ -338,18 +352,10 @@ func containsKind(ks []chatbot.EventKind, k chatbot.EventKind) bool {
 	return false
 }
 
-func waitExists(t *testing.T, srv *upstashtest.Server, key string) {
-	t.Helper()
-	for deadline := time.Now().Add(5 * time.Second); !exists(t, srv, key); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never appeared", key)
-		}
-	}
-}
-
 // TestHTTPAPIv2Payload: an API Gateway HTTP API (payload 2.0) event, with a
 // base64 body, decodes into the Function URL request type the handler takes.
 func TestHTTPAPIv2Payload(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	body, _ := json.Marshal(hookFor("slack:C1:apigw", "m1", "@bot hi"))
@@ -400,13 +406,16 @@ func TestHTTPAPIv2Payload(t *testing.T) {
 
 // TestNoGoroutineOutlivesTheInvocation: when the handler returns, neither
 // the lock heartbeat nor anything of the bot is still running (Lambda
-// freezes the process right after).
+// freezes the process right after). Not parallel: it reads every
+// goroutine's stack, and the parallel tests only start after it.
 func TestNoGoroutineOutlivesTheInvocation(t *testing.T) {
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	a.bot.OnMessage = func(context.Context, chatbot.Message) { time.Sleep(20 * time.Millisecond) }
 	for i := 0; i < 3; i++ {
-		invoke(t, a, hookFor("slack:C1:leak", fmt.Sprintf("m%d", i), "@bot hi"), 2*time.Second)
+		if r := invoke(t, a, hookFor("slack:C1:leak", fmt.Sprintf("m%d", i), "@bot hi"), 10*time.Second); r.StatusCode != 200 {
+			t.Fatalf("m%d: %d %s", i, r.StatusCode, r.Body)
+		}
 		buf := make([]byte, 1<<20)
 		stacks := string(buf[:runtime.Stack(buf, true)])
 		for _, fn := range []string{"upstash.(*State).heartbeat", "upstash.(*State).KeepLockAlive", "examples/internal/chatbot."} {
@@ -417,17 +426,26 @@ func TestNoGoroutineOutlivesTheInvocation(t *testing.T) {
 	}
 }
 
-// TestOutOfTimeLeavesQueueForNextHolder: a holder whose deadline comes
+// TestOutOfTimeLeavesQueueForNextHolder: a holder whose time runs out
 // before the queue is empty stops draining in time, releases, says what it
 // left, and the next invocation on the thread drains the rest.
 func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	const thread = "slack:C1:late-drain"
+	// An invocation with 6 s left works until 5 s (1 s release reserve) and
+	// takes no queued message with less than MinDrainTime (4 s) of that
+	// left, i.e. none after 1 s. The first drained message runs past that
+	// point, whatever the speed of the machine; the holder must then stop.
+	a.bot.MinDrainTime = 4 * time.Second
+	var drained atomic.Int64
 	a.bot.OnMessage = func(ctx context.Context, m chatbot.Message) {
-		if m.Drained {
-			time.Sleep(400 * time.Millisecond)
+		if !m.Drained || drained.Add(1) > 1 {
+			return
 		}
+		work, _ := ctx.Deadline()
+		time.Sleep(time.Until(work.Add(-a.bot.MinDrainTime)) + 10*time.Millisecond)
 	}
 	// Another process holds the thread while four messages queue up.
 	state := upstash.NewState(mustClient(t, srv))
@@ -444,16 +462,14 @@ func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
 	if err := state.ReleaseLock(ctx, other); err != nil {
 		t.Fatal(err)
 	}
-	// An invocation with 2 s left: work until 1.5 s, take no queued message
-	// with less than 0.5 s of that left; each takes 0.4 s.
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(6 * time.Second)
 	r := invokeUntil(t, a, hookFor(thread, "m0", "@bot hi"), deadline)
 	if late := time.Since(deadline); late > 0 {
 		t.Errorf("the holder returned %v after its deadline", late)
 	}
 	o := outcome(t, r)
-	if r.StatusCode != 200 || o.Left == 0 || len(o.Handled)+o.Left != 5 {
-		t.Fatalf("holder: %d %s, want 200 with some messages left queued", r.StatusCode, r.Body)
+	if r.StatusCode != 200 || o.Left == 0 || len(o.Handled)+o.Left != 5 || drained.Load() > 1 {
+		t.Fatalf("holder: %d %s (drained %d), want 200 with at most one message drained and the rest left queued", r.StatusCode, r.Body, drained.Load())
 	}
 	if exists(t, srv, "chat-sdk:lock:"+thread) {
 		t.Fatal("the holder did not release")
@@ -474,6 +490,7 @@ func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
 // arrive than the queue holds; the oldest queued ones are dropped (the Chat
 // SDK's drop-oldest), and the bot says so.
 func TestQueueOverflowDropsOldest(t *testing.T) {
+	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	a := newTestApp(t, srv, srv.Token)
 	a.bot.MaxQueue = 3
@@ -486,14 +503,16 @@ func TestQueueOverflowDropsOldest(t *testing.T) {
 			fulls.Add(1)
 		}
 	}
+	holding := make(chan struct{})
 	a.bot.OnMessage = func(ctx context.Context, m chatbot.Message) {
 		if m.MessageID == "m0" {
+			close(holding)
 			<-release
 		}
 	}
 	done := make(chan events.LambdaFunctionURLResponse)
 	go func() { done <- invoke(t, a, hookFor(thread, "m0", "@bot hi"), 10*time.Second) }()
-	waitExists(t, srv, "chat-sdk:lock:"+thread)
+	<-holding // m0's invocation holds the lock
 	for i := 1; i <= 5; i++ {
 		r := invoke(t, a, hookFor(thread, fmt.Sprintf("m%d", i), "more"), 10*time.Second)
 		if o := outcome(t, r); r.StatusCode != 202 || o.Depth != min(i, 3) {
