@@ -2,6 +2,7 @@ package upstashtest_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -47,21 +48,50 @@ func TestFastForwardNeedsEmbedded(t *testing.T) {
 
 func TestRealTimeExpiry(t *testing.T) {
 	eachBackend(t, func(t *testing.T, s *upstashtest.Server) {
-		expect(t, cmd(t, s, "SET", "k", "v", "PX", 100), 200, `{"result":"OK"}`)
-		expect(t, cmd(t, s, "GET", "k"), 200, `{"result":"v"}`)
-		time.Sleep(250 * time.Millisecond)
-		expect(t, cmd(t, s, "GET", "k"), 200, `{"result":null}`)
-		// TTL reads like Redis: rounded, not truncated.
-		setAt := time.Now()
-		expect(t, cmd(t, s, "SET", "t", "v", "EX", 100), 200, `{"result":"OK"}`)
-		time.Sleep(5 * time.Millisecond)
-		ttl := cmd(t, s, "TTL", "t")
-		pipe := send(t, s, req{path: "/pipeline", body: `[["TTL","t"],["TTL","nokey"],["PERSIST","t"],["TTL","t"]]`})
-		if time.Since(setAt) > 400*time.Millisecond {
-			t.Skip("machine too slow to check TTL rounding (over 400 ms between SET and TTL)")
+		// A key set with PX 1000 is there until its TTL runs out (checked
+		// only while that is certain) and gone once it has, without
+		// FastForward. The SET ran before its reply came back, so the key
+		// has expired 1 s after that, whatever the machine's load.
+		const ttl = time.Second
+		start := time.Now()
+		expect(t, cmd(t, s, "SET", "k", "v", "PX", ttl.Milliseconds()), 200, `{"result":"OK"}`)
+		setDone := time.Now()
+		got := cmd(t, s, "GET", "k")
+		if time.Since(start) < ttl {
+			expect(t, got, 200, `{"result":"v"}`)
 		}
-		expect(t, ttl, 200, `{"result":100}`)
-		expect(t, pipe, 200, `[{"result":100},{"result":-2},{"result":1},{"result":-1}]`)
+		time.Sleep(time.Until(setDone.Add(ttl + 100*time.Millisecond)))
+		expect(t, cmd(t, s, "GET", "k"), 200, `{"result":null}`)
+
+		// TTL reads like Redis: PTTL rounded to seconds, not truncated.
+		// PTTL and TTL go in one request, which the embedded backend runs
+		// at one clock reading and Redis within a few milliseconds (hence
+		// the second candidate, 50 ms earlier). On the embedded backend
+		// FastForward makes the remaining time end in .75 s, where
+		// truncation would give one second less.
+		expect(t, cmd(t, s, "SET", "t", "v", "EX", 100), 200, `{"result":"OK"}`)
+		if s.Embedded() {
+			if err := s.FastForward(250 * time.Millisecond); err != nil {
+				t.Fatal(err)
+			}
+		}
+		pipe := send(t, s, req{path: "/pipeline", body: `[["PTTL","t"],["TTL","t"],["TTL","nokey"],["PERSIST","t"],["TTL","t"]]`})
+		var rows []struct {
+			Result int64 `json:"result"`
+		}
+		if err := json.Unmarshal([]byte(pipe.body), &rows); err != nil || len(rows) != 5 {
+			t.Fatalf("pipeline reply %s: %v", pipe.body, err)
+		}
+		pttl, ttlSec := rows[0].Result, rows[1].Result
+		if pttl <= 0 || pttl > 100000 {
+			t.Fatalf("PTTL = %d, want (0, 100000]", pttl)
+		}
+		if ttlSec != (pttl+500)/1000 && ttlSec != (pttl-50+500)/1000 {
+			t.Errorf("TTL = %d with PTTL = %d: want it rounded, %d", ttlSec, pttl, (pttl+500)/1000)
+		}
+		if rows[2].Result != -2 || rows[3].Result != 1 || rows[4].Result != -1 {
+			t.Errorf("TTL of a missing key, PERSIST, TTL without expiry: %s, want -2, 1, -1", pipe.body)
+		}
 	})
 }
 
@@ -76,13 +106,25 @@ func TestScoresPrintLikeRedis(t *testing.T) {
 }
 
 // settleGoroutines waits until at most want goroutines run, and returns the
-// count it saw last.
+// count it saw last. The deadline only bounds a leak.
 func settleGoroutines(want int) int {
 	n := runtime.NumGoroutine()
-	for deadline := time.Now().Add(5 * time.Second); n > want && time.Now().Before(deadline); n = runtime.NumGoroutine() {
+	for deadline := time.Now().Add(30 * time.Second); n > want && time.Now().Before(deadline); n = runtime.NumGoroutine() {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return n
+}
+
+// waitForRequests waits until the server has received n requests in all
+// (Stats().TotalRequests counts a request as it arrives, before faults and
+// latency). The deadline only bounds a hang.
+func waitForRequests(t *testing.T, s *upstashtest.Server, n int64) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); s.Stats().TotalRequests < n; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the server received %d requests, want %d", s.Stats().TotalRequests, n)
+		}
+	}
 }
 
 func TestCloseLeavesNoGoroutines(t *testing.T) {
@@ -113,18 +155,19 @@ func TestCloseLeavesNoGoroutines(t *testing.T) {
 			}
 			// One request still waiting in SetLatency when Close comes.
 			s.SetLatency(time.Hour)
+			requests := s.Stats().TotalRequests
 			done := make(chan struct{})
 			go func() {
 				defer close(done)
 				_, _ = sendErr(s, req{body: `["PING"]`})
 			}()
-			time.Sleep(50 * time.Millisecond)
+			waitForRequests(t, s, requests+1) // it is waiting in the server
 
 			closed := make(chan struct{})
 			go func() { s.Close(); close(closed) }()
 			select {
 			case <-closed:
-			case <-time.After(10 * time.Second):
+			case <-time.After(time.Minute): // a hang, not a slow machine
 				t.Fatal("Close did not return")
 			}
 			<-done
