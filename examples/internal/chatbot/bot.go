@@ -133,9 +133,9 @@ type plan struct {
 // newPlan derives the budget from the context's deadline (serverless.md §6
 // items 3, 7, 8). On Lambda the deadline is the moment the process is
 // frozen or killed; the lock must be released before it, and its TTL must
-// not outlive it by much, since a killed invocation never releases.
-func (b *Bot) newPlan(ctx context.Context) (*plan, error) {
-	now := time.Now()
+// not outlive it by much, since a killed invocation never releases. now is
+// the current time (a parameter, so that tests can fix it).
+func (b *Bot) newPlan(ctx context.Context, now time.Time) (*plan, error) {
 	hard, ok := ctx.Deadline()
 	if !ok {
 		hard = now.Add(b.Budget)
@@ -186,7 +186,7 @@ func (p *plan) timeLeft() time.Duration {
 // platform's retry is processed rather than dropped.
 func (b *Bot) Handle(ctx context.Context, w Webhook) (out Outcome, err error) {
 	out = Outcome{MessageID: w.MessageID, ThreadID: w.ThreadID}
-	p, err := b.newPlan(ctx)
+	p, err := b.newPlan(ctx, time.Now())
 	if err != nil {
 		return out, err
 	}
