@@ -379,3 +379,49 @@ func TestUnauthorizedNamesTheToken(t *testing.T) {
 		}
 	})
 }
+
+// TestLogLines: WithLogger's doc promises debug lines for retries and for
+// scripts re-sent as EVAL, and nothing else.
+func TestLogLines(t *testing.T) {
+	logs := &logRecorder{}
+	mt := httpmock.NewMockTransport()
+	rec := &recorder{}
+	on(mt, "", rec.sequence(
+		canned{status: 503, body: `{"error":"ERR busy"}`},
+		canned{status: 200, body: `{"result":"eA=="}`},
+		canned{status: 200, body: noscript},
+		canned{status: 200, body: `{"result":1}`},
+	))
+	on(mt, "/pipeline", rec.sequence(
+		canned{status: 200, body: `[` + noscript + `]`},
+		canned{status: 200, body: `[{"result":1}]`},
+	))
+	c, err := upstash.New(upstash.Config{URL: mockURL, Token: secretToken}, upstash.WithTransport(mt),
+		upstash.WithRetry(fastRetry), upstash.WithLogger(slog.New(logs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := upstash.NewScript("return 1")
+	if _, err := c.Get(ctxT(t), "k"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := script.Run(ctxT(t), c, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Pipeline(ctxT(t), script.Cmd(nil)); err != nil {
+		t.Fatal(err)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	var got []string
+	for _, r := range logs.records {
+		if r.Level != slog.LevelDebug {
+			t.Errorf("%q logged at %v, want debug", r.Message, r.Level)
+		}
+		got = append(got, r.Message)
+	}
+	want := "upstash: retrying|upstash: script not cached, sending EVAL|upstash: scripts not cached, sending EVAL"
+	if strings.Join(got, "|") != want {
+		t.Errorf("log lines %q, want %q", got, want)
+	}
+}

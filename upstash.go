@@ -19,6 +19,14 @@
 // are retried only when the request provably never reached the server or
 // every command in it is safe to repeat; otherwise the error matches
 // ErrOutcomeUnknown instead of risking a command applied twice.
+//
+// Every error's text starts with "upstash: " once and names the call once
+// (the command, PIPELINE or MULTI-EXEC, or the State method), as in
+// "upstash: INCR: outcome unknown (the request may or may not have been
+// applied): ERR internal error". errors.Is matches the sentinels (ErrNil,
+// ErrOutcomeUnknown, ErrUnauthorized…) however the error was wrapped, and
+// errors.As finds the *Error of a Redis or HTTP error. No error text holds
+// the token, and the client's never hold an argument's value.
 package upstash
 
 import (

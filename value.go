@@ -168,6 +168,8 @@ func (v Value) String() string {
 // Result is one command's outcome in a pipeline or transaction.
 type Result struct {
 	Value Value
-	// Err is the command's own error (an *Error), or nil.
+	// Err is the command's own error (an *Error), or nil. For a script that
+	// Pipeline re-sent as EVAL after NOSCRIPT, it can also be the error of
+	// that second request, naming the command's index.
 	Err error
 }
