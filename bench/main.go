@@ -197,6 +197,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	if err := run(o, rep, log); err != nil {
 		return err
 	}
+	rep.Machine.LoadEnd = loadAverage()
 	log("done")
 	if o.json {
 		return rep.writeJSON(stdout)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 
@@ -37,6 +38,24 @@ type machineRecord struct {
 	GoVersion    string `json:"go_version"`
 	NodeVersion  string `json:"node_version"`
 	RedisVersion string `json:"redis_version"`
+	// /proc/loadavg's 1-minute figure when the run started and ended: other
+	// work on the machine competes with the clients.
+	LoadStart float64 `json:"load_start"`
+	LoadEnd   float64 `json:"load_end"`
+}
+
+// loadAverage returns the 1-minute load average, or 0 when unknown.
+func loadAverage() float64 {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(f[0], 64)
+	return v
 }
 
 // throughputRecord is one configuration of the throughput runs. Metrics
@@ -288,8 +307,8 @@ func fmtPtr(v *float64, format string) string {
 // writeText prints the report as tables.
 func (r *report) writeText(w io.Writer) {
 	m := r.Machine
-	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s, Go %s, Node %s, redis-server %s\n",
-		m.CPUs, m.CPUModel, m.OS, m.GoVersion, m.NodeVersion, m.RedisVersion)
+	fmt.Fprintf(w, "Machine: %d CPUs (%s), %s, Go %s, Node %s, redis-server %s; load average %.1f at the start, %.1f at the end\n",
+		m.CPUs, m.CPUModel, m.OS, m.GoVersion, m.NodeVersion, m.RedisVersion, m.LoadStart, m.LoadEnd)
 	if r.NodeUnavailable != "" {
 		fmt.Fprintf(w, "Node: unavailable (%s)\n", r.NodeUnavailable)
 	}
@@ -374,7 +393,7 @@ func (r *report) writeText(w io.Writer) {
 
 // machineInfo describes this machine and the tools' versions.
 func machineInfo(root string) machineRecord {
-	m := machineRecord{Kind: "machine", CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH}
+	m := machineRecord{Kind: "machine", CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadStart: loadAverage()}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
