@@ -150,6 +150,13 @@ func TestHarnessEndToEnd(t *testing.T) {
 	if again.String() != text.String() {
 		t.Errorf("-report prints\n%s\nwant\n%s", again.String(), text.String())
 	}
+	var md bytes.Buffer
+	back.writeMarkdown(&md)
+	for _, want := range []string{"| 0 ms | 4 | go-calls | ", "| 0 ms | 4 | go-fused | unavailable |", "| go | "} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("Markdown lacks %q:\n%s", want, md.String())
+		}
+	}
 }
 
 func TestParseFlags(t *testing.T) {

@@ -38,6 +38,7 @@ type options struct {
 	runTimeout time.Duration
 	noInstall  bool   // never run npm ci (tests)
 	from       string // print the tables of a saved -json run
+	markdown   bool   // print Markdown tables
 }
 
 // parts of a run that -skip can leave out.
@@ -67,6 +68,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	skip := fs.String("skip", "", "parts to leave out, comma-separated: "+strings.Join(allParts, ","))
 	fs.DurationVar(&o.runTimeout, "run-timeout", 5*time.Minute, "limit for one measured run")
 	fs.StringVar(&o.from, "report", "", "print the tables of a saved -json output file instead of measuring")
+	fs.BoolVar(&o.markdown, "markdown", false, "print Markdown tables (as in BENCHMARKS.md)")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -179,11 +181,7 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		if o.json {
-			return rep.writeJSON(stdout)
-		}
-		rep.writeText(stdout)
-		return nil
+		return rep.write(o, stdout)
 	}
 	if o.root, err = moduleRoot(); err != nil {
 		return err
@@ -199,10 +197,19 @@ func mainErr(args []string, stdout, stderr io.Writer) error {
 	}
 	rep.Machine.LoadEnd = loadAverage()
 	log("done")
-	if o.json {
-		return rep.writeJSON(stdout)
+	return rep.write(o, stdout)
+}
+
+// write prints the report in the format the flags ask for.
+func (r *report) write(o *options, w io.Writer) error {
+	switch {
+	case o.json:
+		return r.writeJSON(w)
+	case o.markdown:
+		r.writeMarkdown(w)
+	default:
+		r.writeText(w)
 	}
-	rep.writeText(stdout)
 	return nil
 }
 

@@ -391,6 +391,73 @@ func (r *report) writeText(w io.Writer) {
 	}
 }
 
+// writeMarkdown prints the report as the Markdown tables of BENCHMARKS.md.
+func (r *report) writeMarkdown(w io.Writer) {
+	m := r.Machine
+	fmt.Fprintf(w, "| machine | |\n|---|---|\n| CPUs (nproc) | %d |\n| CPU model | %s |\n| OS | %s |\n| Go | %s |\n| Node | %s |\n| redis-server | %s |\n| load average (1 min) at start / end | %.1f / %.1f |\n",
+		m.CPUs, m.CPUModel, m.OS, m.GoVersion, m.NodeVersion, m.RedisVersion, m.LoadStart, m.LoadEnd)
+	if len(r.Throughput) > 0 {
+		fmt.Fprintln(w, "\n| latency | callers | client | webhooks/s | vs node | p50 ms | p99 ms | requests/webhook | new connections | CPU µs/op | allocs/op | runs |")
+		fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, t := range r.Throughput {
+			if !t.Available {
+				fmt.Fprintf(w, "| %d ms | %d | %s | unavailable | | | | | | | | |\n", t.LatencyMS, t.Callers, t.Client)
+				continue
+			}
+			fmt.Fprintf(w, "| %d ms | %d | %s | %s | %s | %s | %s | %s | %d | %s | %s | %d |\n", t.LatencyMS, t.Callers, t.Client,
+				fmtPtr(t.WebhooksPerS, "%.1f"), fmtPtr(t.VsNode, "%.2fx"), fmtPtr(t.P50MS, "%.1f"), fmtPtr(t.P99MS, "%.1f"),
+				fmtPtr(t.RequestsPerWebhook, "%.2f"), *t.NewConnections, fmtPtr(t.CPUUSPerOp, "%.1f"), fmtPtr(t.AllocsPerOp, "%.0f"), t.Runs)
+		}
+	}
+	if len(r.Profiles) > 0 {
+		fmt.Fprintln(w, "\n| client | handled | duplicate | queued | per drained message |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+		for _, p := range r.Profiles {
+			if !p.Available {
+				fmt.Fprintf(w, "| %s | unavailable | | | |\n", p.Client)
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0f |\n", p.Client, *p.Handled, *p.Duplicate, *p.Queued, *p.Drained)
+		}
+	}
+	if len(r.ColdStarts) > 0 {
+		fmt.Fprintln(w, "\n| client | wall ms (median) | min | max | peak RSS MB (median) | runs |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
+		for _, c := range r.ColdStarts {
+			fmt.Fprintf(w, "| %s | %.1f | %.1f | %.1f | %.1f | %d |\n", c.Client, c.WallMS, c.WallMSMin, c.WallMSMax, c.PeakRSSMB, c.Runs)
+		}
+	}
+	if len(r.Sizes) > 0 {
+		fmt.Fprintln(w, "\n| artifact | bytes | compressed | built from | command |")
+		fmt.Fprintln(w, "|---|---:|---:|---|---|")
+		for _, s := range r.Sizes {
+			if s.Error != "" {
+				fmt.Fprintf(w, "| %s | failed | | %s | `%s` |\n", s.Name, s.Source, s.Command)
+				continue
+			}
+			fmt.Fprintf(w, "| %s | %d (%.2f MB) | %d (%.2f MB, %s) | %s | `%s` |\n", s.Name, s.Bytes, float64(s.Bytes)/(1<<20),
+				s.Compressed, float64(s.Compressed)/(1<<20), s.Packing, s.Source, s.Command)
+		}
+	}
+	if len(r.GoBench) > 0 {
+		fmt.Fprintln(w, "\n| benchmark | ns/op | B/op | allocs/op |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		for _, b := range r.GoBench {
+			bs, as := "n/a", "n/a"
+			if b.BytesPerOp != nil {
+				bs = fmt.Sprint(*b.BytesPerOp)
+			}
+			if b.AllocsPerOp != nil {
+				as = fmt.Sprint(*b.AllocsPerOp)
+			}
+			fmt.Fprintf(w, "| %s | %.0f | %s | %s |\n", b.Name, b.NsPerOp, bs, as)
+		}
+	}
+	if r.GoBenchError != "" {
+		fmt.Fprintf(w, "\ngo test -bench failed: %s\n", r.GoBenchError)
+	}
+}
+
 // machineInfo describes this machine and the tools' versions.
 func machineInfo(root string) machineRecord {
 	m := machineRecord{Kind: "machine", CPUs: runtime.NumCPU(), OS: runtime.GOOS + "/" + runtime.GOARCH, LoadStart: loadAverage()}
