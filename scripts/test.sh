@@ -7,7 +7,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-log() { printf '\n==> %s\n' "$*"; }
+# Each step prints the seconds since the start, so a slow step shows.
+log() { printf '\n==> [%ds] %s\n' "$SECONDS" "$*"; }
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -54,4 +55,4 @@ if [ -d examples/lambda ]; then
   echo "examples/lambda ran and exited 0"
 fi
 
-log "all tests passed"
+log "all tests passed in ${SECONDS} s"
