@@ -821,3 +821,50 @@ func TestThreadHelpers(t *testing.T) {
 	}
 	e.assertClean()
 }
+
+func TestOptionsReachTheState(t *testing.T) {
+	e := newEnv(t)
+	ctx := bg(t)
+	var lockTTL time.Duration
+	var lockKey string
+	f, err := New(e.state, func(ctx context.Context, turn *Turn) error {
+		lockKey = turn.LockKey
+		lockTTL = e.pttl("chat-sdk:lock:" + turn.LockKey)
+		return nil
+	}, WithDedupeTTL(time.Minute), WithLockTTL(5*time.Second), WithLockScope(ScopeChannel),
+		WithChannelOf(func(threadID string) string { return "room-" + threadID[len(threadID)-1:] }))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Handle(ctx, "slack", msg("a", "thread-7")); err != nil {
+		t.Fatal(err)
+	}
+	if lockKey != "room-7" || lockTTL <= 0 || lockTTL > 5*time.Second {
+		t.Errorf("lock %q with TTL %v, want room-7 within 5s", lockKey, lockTTL)
+	}
+	if ttl := e.pttl("chat-sdk:cache:dedupe:slack:a"); ttl <= 0 || ttl > time.Minute {
+		t.Errorf("dedupe TTL %v, want 1 min", ttl)
+	}
+	e.assertClean()
+}
+
+// Debounce ignores DropNewest, as the TypeScript core does: a full queue
+// drops its oldest entry.
+func TestDebounceIgnoresDropNewest(t *testing.T) {
+	e := newEnv(t)
+	ctx := bg(t)
+	f := e.flow(WithStrategy(Debounce), WithMaxQueueSize(1), WithOnQueueFull(DropNewest))
+	doneA, waitA := handleAsync(ctx, f, msg("a", th))
+	e.clock.WaitTimers(t, 2)
+	mustHandle(t, f, msg("b", th), StatusQueued)
+	mustHandle(t, f, msg("c", th), StatusQueued) // trims b
+	e.clock.stepUntil(t, DefaultDebounce, 2, doneA)
+	if _, err := waitA(); err != nil {
+		t.Fatal(err)
+	}
+	wantTurns(t, e.rec.turnList(), turnRecord{latest: "c", skipped: []string{"a"}, thread: th})
+	if e.hooks.count("QueueDepth") != 2 { // one per non-empty window, one after the release
+		t.Errorf("%d QueueDepth calls", e.hooks.count("QueueDepth"))
+	}
+	e.assertClean()
+}

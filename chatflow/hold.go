@@ -254,7 +254,11 @@ func (c *call) dequeueAll(ctx context.Context) ([]item, error) {
 		if err := ctx.Err(); err != nil {
 			return out, err
 		}
-		e, err := c.f.state.Dequeue(ctx, c.lockKey)
+		// Not on ctx: a dequeue cancelled in flight (the lock lost, the
+		// caller gone) may have taken an entry whose reply nobody reads.
+		opCtx, cancel := c.opCtx()
+		e, err := c.f.state.Dequeue(opCtx, c.lockKey)
+		cancel()
 		if err != nil {
 			var corrupt *upstash.CorruptValueError
 			switch {
@@ -284,6 +288,17 @@ func (c *call) dequeueAll(ctx context.Context) ([]item, error) {
 		out = append(out, item{m: &m, entry: e})
 	}
 	return out, nil
+}
+
+// opCtx is for one state operation that must not be abandoned half-way
+// (a dequeue): not cancelled with the caller or the hold, but bounded by
+// the work deadline (when there is none, by the client's own timeout).
+func (c *call) opCtx() (context.Context, context.CancelFunc) {
+	ctx := context.WithoutCancel(c.parent)
+	if dl, ok := c.work.Deadline(); ok {
+		return context.WithDeadline(ctx, dl)
+	}
+	return context.WithCancel(ctx)
 }
 
 // drain hands the queue to the handler round by round, after the carried
