@@ -498,28 +498,32 @@ func (c *call) newEntry(m *Message) upstash.QueueEntry {
 }
 
 // holdQueued runs the strategy's holder part with l held. withOwn says
-// whether the call's own message is in hand (not in the queue).
-func (c *call) holdQueued(l *lease, withOwn bool) {
+// whether the call's own message is in hand (not in the queue). It reports
+// whether anything was taken off the queue or handed over.
+func (c *call) holdQueued(l *lease, withOwn bool) (progress bool) {
 	var carried []item
 	if withOwn {
 		carried = []item{{m: c.own}}
 	}
 	c.hold(l, func(ctx context.Context) {
 		switch c.f.s.strategy {
-		case Queue:
-			// The holder's own message first, alone, then the queue.
-			if len(carried) > 0 && !c.deliver(ctx, carried) {
-				return
-			}
-			c.drain(ctx, nil)
 		case Burst:
 			if !sleep(ctx, c.f.s.clock, c.f.s.debounce) {
 				c.putBack(carried)
 				return
 			}
-			c.drain(ctx, carried)
+			progress = c.drain(ctx, carried)
 		case Debounce:
-			c.debounce(ctx, carried)
+			progress = c.debounce(ctx, carried)
+		default: // Queue (and a Drop or Concurrent flow's Drain)
+			// The holder's own message first, alone, then the queue.
+			if len(carried) > 0 {
+				progress = true
+				if !c.deliver(ctx, carried) {
+					return
+				}
+			}
+			progress = c.drain(ctx, nil) || progress
 		}
 	})
 	// An own message still in hand (the lock was lost or time ran out
@@ -527,6 +531,7 @@ func (c *call) holdQueued(l *lease, withOwn bool) {
 	if withOwn && !c.ownDelivered() && c.work.Err() == nil {
 		c.requeueOwn()
 	}
+	return progress
 }
 
 // requeueOwn puts the call's own, undelivered message on the queue.
@@ -558,15 +563,16 @@ func (c *call) drainAfterRelease() {
 			return
 		}
 		l, err := c.acquire()
-		if err != nil || l == nil {
+		if err != nil {
+			c.log.Warn("chatflow: could not take the lock again to drain; left to the next holder", "depth", depth, "error", err)
+			return
+		}
+		if l == nil {
 			return // the holder will look after its release
 		}
 		c.log.Info("chatflow: queue not empty after release, draining again", "depth", depth)
-		before := len(c.delivered)
-		var progress bool
-		c.hold(l, func(ctx context.Context) { progress = c.drain(ctx, nil) })
-		if !progress && len(c.delivered) == before {
-			return
+		if !c.holdQueued(l, false) {
+			return // nothing could be taken: leave it to the next holder
 		}
 	}
 }

@@ -346,12 +346,14 @@ func (c *call) drain(ctx context.Context, carried []item) (progress bool) {
 // debounce is the Debounce holder: wait a window, take the queue; if more
 // arrived meanwhile, carry everything over and wait again; once a window
 // passes quietly, hand over the latest message with the others as
-// skipped. It ends after a window that brings nothing.
-func (c *call) debounce(ctx context.Context, carried []item) {
+// skipped. It ends after a window that brings nothing, and reports
+// whether it took or handed over anything.
+func (c *call) debounce(ctx context.Context, carried []item) (progress bool) {
+	progress = len(carried) > 0
 	for {
 		if !sleep(ctx, c.f.s.clock, c.f.s.debounce) {
 			c.putBack(carried)
-			return
+			return progress
 		}
 		var pending []item
 		var err error
@@ -360,8 +362,9 @@ func (c *call) debounce(ctx context.Context, carried []item) {
 		}
 		carried = append(carried, pending...)
 		if len(carried) == 0 {
-			return
+			return progress
 		}
+		progress = true
 		if len(pending) > 0 && err == nil && c.timeLeft() >= MinDrainTime {
 			depth, derr := c.f.state.QueueDepth(ctx, c.lockKey)
 			if derr == nil && depth > 0 {
@@ -370,7 +373,7 @@ func (c *call) debounce(ctx context.Context, carried []item) {
 			}
 		}
 		if !c.deliver(ctx, carried) || err != nil {
-			return
+			return progress
 		}
 		carried = nil
 	}
