@@ -315,8 +315,10 @@ func (s *Server) FlushAll() error {
 }
 
 // Do runs one command directly on the backing Redis, bypassing the REST
-// layer, faults and counters; use it to seed or inspect data. The reply is
-// redigo's: nil, int64, []byte (bulk), string (status) or []interface{}.
+// layer, faults and counters; use it to seed or inspect data. Scripts sent
+// through Do are not translated (see the package documentation), and
+// expiry times are not checked. The reply is redigo's: nil, int64, []byte
+// (bulk), string (status) or []interface{}.
 func (s *Server) Do(cmd string, args ...interface{}) (interface{}, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
