@@ -198,9 +198,14 @@ func (d *driver) wait() error {
 	}
 }
 
-// close ends the driver (EOF on stdin) and returns its peak RSS in bytes.
+// close ends the driver (EOF on stdin) and returns its peak RSS in bytes,
+// read just before.
 func (d *driver) close() int64 {
+	var rss int64
+	if !d.waited && d.cmd.Process != nil {
+		rss = peakRSS(d.cmd.Process.Pid)
+	}
 	_ = d.stdin.Close()
 	_ = d.wait()
-	return peakRSS(d.cmd)
+	return rss
 }

@@ -189,7 +189,7 @@ type coldRecord struct {
 	WallMS    float64 `json:"wall_ms"` // median
 	WallMSMin float64 `json:"wall_ms_min"`
 	WallMSMax float64 `json:"wall_ms_max"`
-	PeakRSSMB float64 `json:"peak_rss_mb"` // median
+	PeakRSSMB float64 `json:"peak_rss_mb"` // median of VmHWM while the lock is held
 }
 
 // sizeRecord is the size of a build artifact.

@@ -268,8 +268,11 @@ func coldStart(l *launcher, client, thread string) (float64, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	stderr := &lockedBuffer{}
-	cmd.Stderr = stderr
+	d := &driver{client: client, cmd: cmd, lines: make(chan string, 4), stderr: &lockedBuffer{}}
+	cmd.Stderr = d.stderr
+	if d.stdin, err = cmd.StdinPipe(); err != nil {
+		return 0, 0, err
+	}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return 0, 0, err
@@ -279,23 +282,27 @@ func coldStart(l *launcher, client, thread string) (float64, int64, error) {
 		return 0, 0, err
 	}
 	var elapsed time.Duration
+	var rss int64
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
 		if strings.TrimSpace(sc.Text()) == `{"event":"locked"}` {
 			elapsed = time.Since(start)
+			// The driver waits for EOF on stdin before it exits, so its
+			// peak RSS can be read now.
+			rss = peakRSS(cmd.Process.Pid)
 			break
 		}
 	}
+	_ = d.stdin.Close()
 	for sc.Scan() { // drain until exit
 	}
-	d := &driver{client: client, cmd: cmd, stderr: stderr}
 	if err := d.wait(); err != nil {
-		return 0, 0, fmt.Errorf("%v: %s", err, stderr.String())
+		return 0, 0, fmt.Errorf("%v: %s", err, d.stderr.String())
 	}
 	if elapsed == 0 {
-		return 0, 0, fmt.Errorf("no lock acquired: %s", stderr.String())
+		return 0, 0, fmt.Errorf("no lock acquired: %s", d.stderr.String())
 	}
-	return float64(elapsed.Microseconds()) / 1000, peakRSS(cmd), nil
+	return float64(elapsed.Microseconds()) / 1000, rss, nil
 }
 
 func median(v []float64) float64 {

@@ -2,7 +2,7 @@
 // (go run ./bench) like bench/node/driver.mjs, with the same protocol. It
 // reads the REST URL and token with upstash.ConfigFromEnv.
 //
-//	driver coldstart THREAD   take the lock of THREAD, print {"event":"locked"}, exit
+//	driver coldstart THREAD   take the lock of THREAD, print {"event":"locked"}, exit at EOF on stdin
 //	driver serve CLIENT       CLIENT is go-calls or go-fused; then commands on stdin,
 //	                          one JSON line answered per command:
 //	  warmup                  open the connection and load the scripts
@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"runtime"
 	"strconv"
@@ -65,7 +66,8 @@ func run(args []string) error {
 }
 
 // coldStart is what a fresh function invocation does first: read the
-// configuration, build the client, take a lock.
+// configuration, build the client, take a lock. It then waits for EOF on
+// stdin.
 func coldStart(thread string) error {
 	st, err := newState()
 	if err != nil {
@@ -80,7 +82,11 @@ func coldStart(thread string) error {
 	if lock == nil {
 		return fmt.Errorf("lock of %s is busy", thread)
 	}
-	_, err = fmt.Println(`{"event":"locked"}`)
+	if _, err := fmt.Println(`{"event":"locked"}`); err != nil {
+		return err
+	}
+	// Stay until stdin closes, so the harness can read the peak RSS.
+	_, err = io.Copy(io.Discard, os.Stdin)
 	return err
 }
 

@@ -3,7 +3,7 @@
 // defaults (auto-pipelining, keep-alive, automatic JSON). Spawned by the Go
 // harness, with the protocol of bench/driver:
 //
-//   node driver.mjs coldstart THREAD   take the lock of THREAD, print {"event":"locked"}, exit
+//   node driver.mjs coldstart THREAD   take the lock of THREAD, print {"event":"locked"}, exit at EOF on stdin
 //   node driver.mjs serve node         then commands on stdin, one JSON line answered each:
 //     warmup | run N CALLERS THREADS | handle MSG THREAD SEQ
 //
@@ -49,7 +49,9 @@ async function coldStart(thread) {
   const lock = await flow.acquireLock(thread);
   if (lock === null) throw new Error(`lock of ${thread} is busy`);
   process.stdout.write('{"event":"locked"}\n');
-  process.exit(0);
+  // Stay until stdin closes, so the harness can read the peak RSS.
+  process.stdin.on("end", () => process.exit(0));
+  process.stdin.resume();
 }
 
 const [mode, arg] = process.argv.slice(2);
