@@ -297,14 +297,15 @@ func (r *reply) resultValue(b64 bool) (Value, error) {
 
 // decodeReply decodes the body of a successful single-command response
 // ({"result": ...} or {"error": ...}) to the command label the way the
-// client does; any input yields a value or an error, never a panic.
-func decodeReply(body []byte, base64Encoded bool, label string) (Value, error) {
+// client does, with tok cut out of an error text; any input yields a value
+// or an error, never a panic.
+func decodeReply(body []byte, base64Encoded bool, tok secret, label string) (Value, error) {
 	var r reply
 	if err := parseReplies(body, &r); err != nil {
 		return Value{}, callErrorf(label, "%w: body is not a JSON object: %s", ErrProtocol, err.Error())
 	}
 	if r.Error != nil {
-		return Value{}, newError(label, -1, http.StatusOK, *r.Error)
+		return Value{}, newError(tok, label, -1, http.StatusOK, *r.Error)
 	}
 	v, err := r.resultValue(base64Encoded)
 	if err != nil {

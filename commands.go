@@ -25,10 +25,12 @@ func Cmd(name string, args ...any) Command {
 	return Command{args: append(all, args...)}
 }
 
-// Idempotent marks the command as safe to send twice: a retry after a lost
-// reply cannot change the outcome or the reply. Reads and a few writes (SET
-// without NX/XX/GET, PEXPIRE, EVAL_RO…) are known to be safe without it;
-// retry.go lists them.
+// Idempotent marks the command as safe to send again after an attempt that
+// may have applied it (a lost reply, a 5xx): the client then retries it, and
+// lets net/http replay it on a dead pooled connection. Only mark a command
+// whose repeat cannot change anything, even after other clients' writes in
+// between: a plain SET or DEL is not one (a late repeat would overwrite or
+// delete a newer value). Reads (GET, PTTL, EVAL_RO…) are safe without it.
 func (c Command) Idempotent() Command {
 	c.idempotent = true
 	return c
@@ -61,12 +63,15 @@ func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return v.Bytes()
+	b, err := v.Bytes()
+	return b, withLabel("GET", err)
 }
 
 // Set stores value at key. A ttl of zero means no expiry (and clears any
 // expiry the key had); a negative ttl is refused. The TTL is sent in
-// milliseconds.
+// milliseconds. It is not repeated after a lost reply (a late repeat could
+// overwrite another client's newer value): if the outcome cannot be known
+// the error matches ErrOutcomeUnknown.
 func (c *Client) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
 	cmd, err := setCommand(key, value, ttl, false)
 	if err != nil {
@@ -88,7 +93,8 @@ func (c *Client) SetNX(ctx context.Context, key string, value any, ttl time.Dura
 	if err != nil {
 		return false, err
 	}
-	return v.Bool()
+	ok, err := v.Bool()
+	return ok, unreadableReply(withLabel("SET", err), false, "SET")
 }
 
 func setCommand(key string, value any, ttl time.Duration, nx bool) (Command, error) {
@@ -115,7 +121,10 @@ func durationMillis(d time.Duration) int64 {
 	return ms
 }
 
-// Del deletes keys and returns how many existed.
+// Del deletes keys and returns how many existed. It is not repeated after a
+// lost reply (a late repeat could delete a value another client stored in
+// between): if the outcome cannot be known the error matches
+// ErrOutcomeUnknown.
 func (c *Client) Del(ctx context.Context, keys ...string) (int64, error) {
 	args := make([]any, len(keys))
 	for i, k := range keys {
@@ -125,7 +134,8 @@ func (c *Client) Del(ctx context.Context, keys ...string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return v.Int64()
+	n, err := v.Int64()
+	return n, unreadableReply(withLabel("DEL", err), false, "DEL")
 }
 
 // Incr increments the integer at key and returns the new value. It is not
@@ -135,7 +145,8 @@ func (c *Client) Incr(ctx context.Context, key string) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	return v.Int64()
+	n, err := v.Int64()
+	return n, unreadableReply(withLabel("INCR", err), false, "INCR")
 }
 
 // PTTL returns the remaining time to live of key. It returns -1ms for a key
@@ -146,5 +157,5 @@ func (c *Client) PTTL(ctx context.Context, key string) (time.Duration, error) {
 		return 0, err
 	}
 	n, err := v.Int64()
-	return time.Duration(n) * time.Millisecond, err
+	return time.Duration(n) * time.Millisecond, withLabel("PTTL", err)
 }

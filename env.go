@@ -9,6 +9,7 @@ import (
 	"os"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/caarlos0/env/v11"
 )
@@ -67,11 +68,11 @@ func (c Config) LogValue() slog.Value { return slog.StringValue(c.String()) }
 // validate checks the configuration and returns the normalized base URL.
 func (c Config) validate() (string, error) {
 	var errs []error
-	u, err := checkURL("URL", c.URL, c.AllowInsecureHTTP)
+	u, err := checkURL("Config.URL", c.URL, c.AllowInsecureHTTP)
 	if err != nil {
 		errs = append(errs, err)
 	}
-	if err := checkToken("token", c.Token); err != nil {
+	if err := checkToken("Config.Token", c.Token); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -246,13 +247,34 @@ func checkURL(name, raw string, allowHTTP bool) (string, error) {
 	if u.User != nil {
 		return "", fmt.Errorf("%s must not contain credentials; pass the token separately", name)
 	}
-	if u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("%s must not have a query or fragment", name)
+	// An empty query or fragment ("https://host/?") parses as none, but
+	// the paths the client appends would land after it.
+	if u.RawQuery != "" || u.ForceQuery || strings.Contains(raw, "?") {
+		return "", fmt.Errorf("%s must not have a query (remove the ? and what follows)", name)
+	}
+	if u.Fragment != "" || strings.Contains(raw, "#") {
+		return "", fmt.Errorf("%s must not have a fragment (remove the # and what follows)", name)
+	}
+	if !utf8.ValidString(raw) {
+		return "", fmt.Errorf("%s is not valid UTF-8", name)
 	}
 	return strings.TrimRight(raw, "/"), nil
 }
 
-func checkToken(name, tok string) error { return checkValue(name, tok) }
+// checkToken validates a REST token named name: it travels in an HTTP
+// header, so only printable ASCII is accepted (Upstash's tokens are
+// base64-like). Error texts name the variable, never its value.
+func checkToken(name, tok string) error {
+	if err := checkValue(name, tok); err != nil {
+		return err
+	}
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c < 0x21 || c > 0x7e {
+			return fmt.Errorf("%s contains a byte that is not printable ASCII (a control character, or text that is not a token)", name)
+		}
+	}
+	return nil
+}
 
 func isLoopback(host string) bool {
 	if host == "localhost" {

@@ -159,6 +159,24 @@ func TestConfigFromEnvErrors(t *testing.T) {
 		{"control character inside the token", map[string]string{
 			"UPSTASH_REDIS_REST_URL": envHost, "UPSTASH_REDIS_REST_TOKEN": "AYsecret\x00TOKENenv01",
 		}, nil, []string{"UPSTASH_REDIS_REST_TOKEN", "control character"}},
+		{"empty query", map[string]string{
+			"UPSTASH_REDIS_REST_URL": envHost + "/?", "UPSTASH_REDIS_REST_TOKEN": envTok,
+		}, nil, []string{"UPSTASH_REDIS_REST_URL", "query"}},
+		{"empty query after the host", map[string]string{
+			"KV_REST_API_URL": envHost + "?", "KV_REST_API_TOKEN": envTokKV,
+		}, nil, []string{"KV_REST_API_URL", "query"}},
+		{"empty fragment", map[string]string{
+			"UPSTASH_REDIS_REST_URL": envHost + "#", "UPSTASH_REDIS_REST_TOKEN": envTok,
+		}, nil, []string{"UPSTASH_REDIS_REST_URL", "fragment"}},
+		{"C1 control byte inside the token", map[string]string{
+			"UPSTASH_REDIS_REST_URL": envHost, "UPSTASH_REDIS_REST_TOKEN": "AYsecret\x85TOKENenv01",
+		}, nil, []string{"UPSTASH_REDIS_REST_TOKEN", "control character"}},
+		{"DEL inside the token", map[string]string{
+			"UPSTASH_REDIS_REST_URL": envHost, "KV_REST_API_TOKEN": "AYsecret\x7fTOKENenv01",
+		}, nil, []string{"KV_REST_API_TOKEN", "control character"}},
+		{"invalid UTF-8 inside the token", map[string]string{
+			"UPSTASH_REDIS_REST_URL": envHost, "UPSTASH_REDIS_REST_TOKEN": "AYsecret\xffTOKENenv01",
+		}, nil, []string{"UPSTASH_REDIS_REST_TOKEN", "not printable ASCII"}},
 		{"newline inside the URL", map[string]string{
 			"UPSTASH_REDIS_REST_URL": envHost + "\n" + envHost, "UPSTASH_REDIS_REST_TOKEN": envTok,
 		}, nil, []string{"UPSTASH_REDIS_REST_URL", "whitespace"}},
@@ -210,6 +228,39 @@ func TestConfigFromProcessEnv(t *testing.T) {
 	// EnvMap ignores the process environment.
 	if _, err := upstash.ConfigFromEnv(upstash.EnvMap(map[string]string{})); !errors.Is(err, upstash.ErrConfig) {
 		t.Fatalf("EnvMap of an empty map: %v", err)
+	}
+}
+
+// TestConfigByHandIsChecked: New applies the same rules to a Config built
+// by hand, naming its fields.
+func TestConfigByHandIsChecked(t *testing.T) {
+	for _, tc := range []struct {
+		cfg  upstash.Config
+		want string
+	}{
+		{upstash.Config{URL: envHost + "/?", Token: envTok}, "Config.URL must not have a query"},
+		{upstash.Config{URL: envHost + "?", Token: envTok}, "Config.URL must not have a query"},
+		{upstash.Config{URL: envHost + "/v2?", Token: envTok}, "Config.URL must not have a query"},
+		{upstash.Config{URL: envHost + "#", Token: envTok}, "Config.URL must not have a fragment"},
+		{upstash.Config{URL: envHost + "/#", Token: envTok}, "Config.URL must not have a fragment"},
+		{upstash.Config{URL: envHost + "/\xff", Token: envTok}, "Config.URL is not valid UTF-8"},
+		{upstash.Config{URL: envHost, Token: envTok + "\x00"}, "Config.Token contains a control character"},
+		{upstash.Config{URL: envHost, Token: envTok + "\x85"}, "Config.Token contains a byte that is not printable ASCII"},
+		{upstash.Config{URL: envHost, Token: envTok + "é"}, "Config.Token contains a byte that is not printable ASCII"},
+		{upstash.Config{URL: envHost}, "Config.Token is empty"},
+		{upstash.Config{Token: envTok}, "Config.URL is empty"},
+	} {
+		_, err := upstash.New(tc.cfg)
+		if !errors.Is(err, upstash.ErrConfig) {
+			t.Errorf("%q: error %v does not match ErrConfig", tc.cfg.URL, err)
+			continue
+		}
+		if !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("error %q does not say %q", err, tc.want)
+		}
+		if strings.Contains(err.Error(), envTok) || strings.Contains(err.Error(), "secret-host") {
+			t.Errorf("error %q shows a value", err)
+		}
 	}
 }
 

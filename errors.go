@@ -135,9 +135,9 @@ func withoutArgs(msg string) string {
 // error text mentions "noscript" must not be run a second time as EVAL.
 func (e *Error) IsNoScript() bool { return e.Code == "NOSCRIPT" }
 
-// newError builds an *Error from a Redis error text.
-func newError(command string, index, status int, message string) *Error {
-	return &Error{Command: command, Index: index, Status: status, Code: errorCode(message), Message: withoutArgs(message)}
+// newError builds an *Error from a Redis error text, with tok cut out of it.
+func newError(tok secret, command string, index, status int, message string) *Error {
+	return &Error{Command: command, Index: index, Status: status, Code: errorCode(message), Message: tok.clean(withoutArgs(message))}
 }
 
 // errorCode returns the leading all-caps word of a Redis error text.
@@ -229,6 +229,52 @@ func errorDetail(err error, label string) string {
 	}
 	return s
 }
+
+// secret is the REST token, kept so that text the server sent (an error
+// reply, a body, a header) can be cleaned of it before it reaches an error
+// or a log line: a server or proxy that echoes the token must not put it
+// in a log.
+type secret string
+
+// minSecretLen is the shortest token looked for in texts: a shorter one
+// would cut ordinary words apart, and is no secret anyway.
+const minSecretLen = 8
+
+// redactedToken replaces the token in texts.
+const redactedToken = "[REDACTED]"
+
+// in reports whether text holds the token.
+func (s secret) in(text string) bool {
+	return len(s) >= minSecretLen && strings.Contains(text, string(s))
+}
+
+// clean returns text with every occurrence of the token replaced.
+func (s secret) clean(text string) string {
+	if !s.in(text) {
+		return text
+	}
+	return strings.ReplaceAll(text, string(s), redactedToken)
+}
+
+// scrub is the last guard before an error leaves the client: if its text
+// still holds the token, the caller gets the cleaned text, with errors.Is
+// and errors.As answered by the original error but no way to unwrap it and
+// print it.
+func (s secret) scrub(err error) error {
+	if err == nil || !s.in(err.Error()) {
+		return err
+	}
+	return &scrubbedError{text: s.clean(err.Error()), err: err}
+}
+
+type scrubbedError struct {
+	text string
+	err  error
+}
+
+func (e *scrubbedError) Error() string        { return e.text }
+func (e *scrubbedError) Is(target error) bool { return errors.Is(e.err, target) }
+func (e *scrubbedError) As(target any) bool   { return errors.As(e.err, target) }
 
 // truncate shortens s for inclusion in an error text.
 func truncate(s string, n int) string {

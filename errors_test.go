@@ -218,7 +218,29 @@ func TestErrorTextsNameTheCallOnce(t *testing.T) {
 		{"result not an integer", func(t *testing.T) error {
 			_, err := faulty(t, fastRetry, step{status: 200, body: `{"result":1.5}`}).Do(ctxT(t), "INCRBYFLOAT", "k", 1)
 			return err
-		}, "upstash: INCRBYFLOAT: protocol error: number 1.5 in reply is not a 64-bit integer", []error{upstash.ErrProtocol}},
+		}, "upstash: INCRBYFLOAT: outcome unknown (the request may or may not have been applied): protocol error: number 1.5 in reply is not a 64-bit integer",
+			[]error{upstash.ErrProtocol, upstash.ErrOutcomeUnknown}},
+		{"typed helper's reply of the wrong type", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, step{status: 200, body: `{"result":"eA=="}`}).Incr(ctxT(t), "k")
+			return err
+		}, "upstash: INCR: outcome unknown (the request may or may not have been applied): protocol error: string reply is not an integer",
+			[]error{upstash.ErrProtocol, upstash.ErrOutcomeUnknown}},
+		{"typed read's reply of the wrong type", func(t *testing.T) error {
+			_, err := faulty(t, fastRetry, step{status: 200, body: `{"result":7}`}).Get(ctxT(t), "k")
+			return err
+		}, "upstash: GET: protocol error: reply is integer, not string", []error{upstash.ErrProtocol}},
+		{"redirect", func(t *testing.T) error {
+			c, mt, _ := newMock(t)
+			on(mt, "", func(req *http.Request) (*http.Response, error) {
+				resp := httpmock.NewStringResponse(http.StatusTemporaryRedirect, "")
+				resp.Header.Set("Location", "https://elsewhere.example:8443/x?_token="+secretToken)
+				resp.Request = req
+				return resp, nil
+			})
+			_, err := c.Do(ctxT(t), "SET", "k", "v", "NX")
+			return err
+		}, `upstash: SET: protocol error: HTTP 307 Temporary Redirect to host "elsewhere.example:8443": the client does not follow redirects (check the REST URL)`,
+			[]error{upstash.ErrProtocol}},
 		{"body not JSON", func(t *testing.T) error {
 			_, err := faulty(t, fastRetry, step{status: 200, body: `<html>`}).Get(ctxT(t), "k")
 			return err

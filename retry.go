@@ -18,11 +18,11 @@ import (
 
 // RetryPolicy controls retries of failed requests. A request is only retried
 // when it provably never reached the server (DNS, connect or TLS failures) or
-// when every command in it is safe to repeat; 5xx and 429 replies are retried
-// only in the second case. 4xx replies are never retried. The context's
-// deadline bounds all attempts: no retry starts if its backoff would end
-// past the deadline, or less than 5 ms before it. The zero RetryPolicy is
-// NoRetry.
+// when every command in it is safe to repeat: a read, or a command or script
+// marked Idempotent(). 5xx and 429 replies are retried only in the second
+// case; 3xx and 4xx replies never. The context's deadline bounds all
+// attempts: no retry starts if its backoff would end past the deadline, or
+// less than 5 ms before it. The zero RetryPolicy is NoRetry.
 type RetryPolicy struct {
 	// MaxRetries is the number of retries after the first attempt; 0 disables
 	// retries.
@@ -48,8 +48,11 @@ func (p RetryPolicy) validate() error {
 	return nil
 }
 
-// safeToRepeat reports whether sending the command twice gives the same
-// outcome and reply as sending it once.
+// safeToRepeat reports whether the command may be sent again after an
+// attempt that may have applied it: a read, a command or script marked
+// Idempotent(), or SCRIPT LOAD/EXISTS. A write is not, even one that would
+// store the same thing twice (a plain SET, DEL, PEXPIRE): the repeat can
+// land after another client's newer write and undo it.
 func (c Command) safeToRepeat() bool {
 	if c.idempotent {
 		return true
@@ -61,26 +64,25 @@ func (c Command) safeToRepeat() bool {
 	if readOnlyCommands[name] {
 		return true
 	}
-	switch name {
-	case "SET":
-		// SET key value [PX ms|EX s|KEEPTTL]: repeating it stores the same
-		// value and replies OK again. NX, XX and GET make the reply depend on
-		// what was there before.
-		for _, a := range c.args[min(3, len(c.args)):] {
-			if s, ok := a.(string); ok {
-				switch strings.ToUpper(s) {
-				case "NX", "XX", "GET":
-					return false
-				}
-			}
+	if name == "SCRIPT" && len(c.args) >= 2 {
+		// The subcommand counts however it was passed ([]byte too).
+		switch sub, _ := argText(c.args[1]); strings.ToUpper(sub) {
+		case "LOAD", "EXISTS":
+			return true
 		}
-		return true
-	case "PEXPIRE", "EXPIRE", "PEXPIREAT", "EXPIREAT":
-		return len(c.args) == 3 // no NX/XX/GT/LT condition
-	case "MSET", "SCRIPT":
-		return true
 	}
 	return false
+}
+
+// argText returns a string or []byte argument as a string.
+func argText(a any) (string, bool) {
+	switch t := a.(type) {
+	case string:
+		return t, true
+	case []byte:
+		return string(t), true
+	}
+	return "", false
 }
 
 // readOnlyCommands lists commands that change nothing, so a retry is safe.
@@ -141,7 +143,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 			if out.status >= 200 && out.status < 300 {
 				return out.body, nil
 			}
-			err = c.statusError(out.status, out.body, label)
+			err = c.statusError(out, label)
 		}
 		retry := retryable(out, idempotent)
 		if ctxErr := ctx.Err(); ctxErr != nil {
@@ -201,14 +203,16 @@ func retryable(out attemptOutcome, idempotent bool) bool {
 
 // mayHaveSent reports whether a request that failed with err may have
 // reached the server. net/http's transports report through httptrace when
-// they get a connection and when they have written the headers; a transport
-// that reports nothing (a custom RoundTripper) is only trusted for errors
-// that come before any connection exists: a failed dial or DNS lookup.
-func mayHaveSent(err error, traced, wroteHeaders bool) bool {
+// they get a connection and when they have written the headers. When the
+// transport is the client's default one (knownTransport), a failure before
+// any trace event (an invalid header, say) sent nothing; any other
+// transport is only trusted for errors that come before any connection
+// exists: a failed dial or DNS lookup.
+func mayHaveSent(err error, knownTransport, traced, wroteHeaders bool) bool {
 	if wroteHeaders {
 		return true
 	}
-	if traced {
+	if traced || knownTransport {
 		return false
 	}
 	var op *net.OpError
@@ -220,12 +224,11 @@ func mayHaveSent(err error, traced, wroteHeaders bool) bool {
 }
 
 // finalError builds the error of a request that will not be tried again:
-// "upstash: LABEL: …", matching ErrOutcomeUnknown when the request may have
-// run and its outcome is lost, and ctxErr when the context ended the call.
+// "upstash: LABEL: …", matching ErrOutcomeUnknown when the request is not
+// safe to repeat and may have run (see mayHaveRun), and ctxErr when the
+// context ended the call.
 func finalError(ctxErr, err error, out attemptOutcome, idempotent bool, label string) error {
-	// A 5xx may come after the command ran; a 429 is a refusal (it is
-	// retried only for safe commands, to stay conservative, but nothing ran).
-	ambiguous := !idempotent && !out.answered && (out.err != nil && out.wrote || out.err == nil && out.status >= 500)
+	ambiguous := !idempotent && out.mayHaveRun()
 	switch {
 	case ambiguous && ctxErr != nil:
 		return callErrorf(label, "%w: %w (last error: %w)", ErrOutcomeUnknown, ctxErr, err)
@@ -235,4 +238,15 @@ func finalError(ctxErr, err error, out attemptOutcome, idempotent bool, label st
 		return callErrorf(label, "%w (last error: %w)", ctxErr, err)
 	}
 	return withLabel(label, err)
+}
+
+// unreadableReply is the error of a 2xx reply whose body could not be
+// decoded (err matches ErrProtocol): the command ran, so for a request not
+// safe to repeat, what it did is unknown. Other errors (a Redis error reply,
+// which is a clear answer) are returned as they are.
+func unreadableReply(err error, idempotent bool, label string) error {
+	if err == nil || idempotent || !errors.Is(err, ErrProtocol) {
+		return err
+	}
+	return callErrorf(label, "%w: %w", ErrOutcomeUnknown, err)
 }

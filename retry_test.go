@@ -31,12 +31,16 @@ func TestRetryRules(t *testing.T) {
 		run  func(ctx context.Context, c *upstash.Client) error
 	}{
 		{"GET", true, func(ctx context.Context, c *upstash.Client) error { _, err := c.Do(ctx, "GET", "k"); return err }},
-		{"SET", true, func(ctx context.Context, c *upstash.Client) error {
-			_, err := c.Do(ctx, "SET", "k", "v", "PX", 100)
+		{"SET Idempotent()", true, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Run(ctx, upstash.Cmd("SET", "k", "v", "PX", 100).Idempotent())
 			return err
 		}},
-		{"PEXPIRE", true, func(ctx context.Context, c *upstash.Client) error {
-			_, err := c.Do(ctx, "PEXPIRE", "k", 100)
+		{"SCRIPT LOAD as []byte", true, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Do(ctx, "SCRIPT", []byte("load"), "return 1")
+			return err
+		}},
+		{"EVAL_RO", true, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Do(ctx, "EVAL_RO", "return 1", 0)
 			return err
 		}},
 		{"INCR Idempotent()", true, func(ctx context.Context, c *upstash.Client) error {
@@ -52,6 +56,29 @@ func TestRetryRules(t *testing.T) {
 			return err
 		}},
 		{"INCR", false, func(ctx context.Context, c *upstash.Client) error { _, err := c.Incr(ctx, "k"); return err }},
+		// Plain writes: a late repeat could undo another client's newer write.
+		{"SET", false, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Do(ctx, "SET", "k", "v", "PX", 100)
+			return err
+		}},
+		{"Set", false, func(ctx context.Context, c *upstash.Client) error { return c.Set(ctx, "k", "v", 0) }},
+		{"Del", false, func(ctx context.Context, c *upstash.Client) error { _, err := c.Del(ctx, "k"); return err }},
+		{"PEXPIRE", false, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Do(ctx, "PEXPIRE", "k", 100)
+			return err
+		}},
+		{"EXPIRE", false, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Do(ctx, "EXPIRE", "k", 1)
+			return err
+		}},
+		{"MSET", false, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Do(ctx, "MSET", "a", "1", "b", "2")
+			return err
+		}},
+		{"SCRIPT FLUSH as []byte", false, func(ctx context.Context, c *upstash.Client) error {
+			_, err := c.Do(ctx, "SCRIPT", []byte("FLUSH"))
+			return err
+		}},
 		{"SET NX", false, func(ctx context.Context, c *upstash.Client) error {
 			_, err := c.SetNX(ctx, "k", "v", time.Second)
 			return err
@@ -485,7 +512,7 @@ func TestResetAfterWrite(t *testing.T) {
 		want    string // the key's value afterwards
 	}{
 		{"GET", func(ctx context.Context, c *upstash.Client) error { _, err := c.Get(ctx, "g"); return err }, true, "", ""},
-		{"SET", func(ctx context.Context, c *upstash.Client) error { return c.Set(ctx, "s", "v", 0) }, true, "s", "v"},
+		{"SET", func(ctx context.Context, c *upstash.Client) error { return c.Set(ctx, "s", "v", 0) }, false, "s", "v"},
 		{"INCR Idempotent()", func(ctx context.Context, c *upstash.Client) error {
 			_, err := c.Run(ctx, upstash.Cmd("INCR", "i").Idempotent())
 			return err

@@ -28,27 +28,72 @@ const syncTokenHeader = "Upstash-Sync-Token"
 // invocations: idle connections are dropped after 30 s (checked against the
 // wall clock on reuse, so a connection that sat through a freeze is not
 // reused), TLS sessions are cached to make the reconnect cheap, and HTTP/2 is
-// kept. Timeouts per call come from the context, not from the transport.
+// kept. Compression is off: the client asks for identity replies, and a
+// compressed one is refused rather than expanded. Timeouts per call come
+// from the context, not from the transport.
 func defaultTransport() http.RoundTripper {
 	t := http.DefaultTransport.(*http.Transport).Clone()
 	t.IdleConnTimeout = 30 * time.Second
 	t.TLSHandshakeTimeout = 5 * time.Second
 	t.MaxIdleConnsPerHost = 16
 	t.TLSClientConfig = &tls.Config{ClientSessionCache: tls.NewLRUClientSessionCache(8)}
+	t.DisableCompression = true
 	return t
 }
 
 // newRESTClient returns the resty client that sends every request of one
 // Client through rt (the default transport when rt is nil), on an
-// *http.Client of its own.
+// *http.Client of its own that never follows a redirect and never lets the
+// transport replay a request that is not safe to repeat.
 func newRESTClient(rt http.RoundTripper) *resty.Client {
 	if rt == nil {
 		rt = defaultTransport()
 	}
-	rest := resty.NewWithClient(&http.Client{Transport: rt})
+	hc := &http.Client{
+		Transport: replayGuard{rt},
+		// A redirect would send the token and the commands to another
+		// place, or turn the POST into a GET whose reply would be taken
+		// for the command's: the 3xx itself is the answer.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	rest := resty.NewWithClient(hc)
 	rest.SetLogger(restyLogger{})
 	rest.SetDisableWarn(true)
 	return rest
+}
+
+// idempotencyKey marks a request safe to repeat. The client sets it present
+// but empty (net/http writes nothing for it): net/http's HTTP/1 transport
+// then replays the request by itself when a pooled connection turns out to
+// be dead, which is how a connection that died while a function was frozen
+// is survived.
+const idempotencyKey = "Idempotency-Key"
+
+// replayGuard makes sure no transport replays a request that is not safe to
+// repeat. Transports rewind a request with its GetBody: net/http's HTTP/1
+// transport when nothing was written on a reused connection, its HTTP/2
+// transport (and golang.org/x/net/http2's) after a stream reset with
+// REFUSED_STREAM or PROTOCOL_ERROR, which a server can send after it ran
+// the command. A request without the idempotency mark reaches the transport
+// without GetBody, so it goes out at most once per attempt, and only the
+// client's retry rules decide on another.
+type replayGuard struct{ rt http.RoundTripper }
+
+func (g replayGuard) RoundTrip(req *http.Request) (*http.Response, error) {
+	if _, safe := req.Header[idempotencyKey]; !safe && req.GetBody != nil {
+		r := *req
+		r.GetBody = nil
+		req = &r
+	}
+	return g.rt.RoundTrip(req)
+}
+
+// CloseIdleConnections closes the transport's idle connections, if it has
+// any (http.Client.CloseIdleConnections reaches it through this).
+func (g replayGuard) CloseIdleConnections() {
+	if c, ok := g.rt.(interface{ CloseIdleConnections() }); ok {
+		c.CloseIdleConnections()
+	}
 }
 
 // restyLogger silences resty's own logging: this client logs through slog.
@@ -64,11 +109,24 @@ type attemptOutcome struct {
 	body   []byte
 	token  string
 	wrote  bool // some of the request may have reached the server
-	// answered is set when the server replied but the reply could not be
-	// used (it is over MaxResponseBytes): the command ran, and asking again
-	// would not give a usable reply either.
+	// answered is set when the server replied with status but the reply
+	// could not be used (over MaxResponseBytes, or compressed): asking
+	// again would not give a usable reply either.
 	answered bool
+	// location is the host a 3xx reply pointed to, for its error.
+	location string
 	err      error
+}
+
+// mayHaveRun reports whether the request of a failed attempt may have been
+// applied: it was written and the connection failed (before or while the
+// reply arrived), or the server answered 2xx (with a reply that could not be
+// used) or 5xx. A 3xx, 4xx or 429 is a refusal.
+func (out attemptOutcome) mayHaveRun() bool {
+	if out.err != nil && !out.answered {
+		return out.wrote
+	}
+	return out.status >= 500 || out.status >= 200 && out.status < 300
 }
 
 // attempt sends one HTTP request and reads the response. idempotent marks
@@ -94,33 +152,72 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 		}
 	}
 	if idempotent {
-		// A present-but-empty Idempotency-Key lets net/http itself replay the
-		// request on a stale pooled connection; nothing is sent on the wire.
-		req.Header["Idempotency-Key"] = nil
+		req.Header[idempotencyKey] = nil
 	}
 	resp, err := req.Post(c.baseURL + path)
 	if err != nil {
-		return attemptOutcome{wrote: mayHaveSent(err, traced.Load(), wrote.Load()), err: err}
+		sent := mayHaveSent(err, c.traced, traced.Load(), wrote.Load())
+		if c.token.in(err.Error()) {
+			// A transport error can quote what the server sent (a
+			// malformed status line, say): keep its text, without the
+			// token, and drop the rest.
+			err = errors.New(c.token.clean(err.Error()))
+		}
+		return attemptOutcome{wrote: sent, err: err}
 	}
 	raw := resp.RawBody()
 	defer raw.Close()
+	status := resp.StatusCode()
+	if status >= 300 && status < 400 {
+		// Not followed (see newRESTClient), and its body is of no use.
+		return attemptOutcome{status: status, wrote: true, location: c.redirectHost(resp.RawResponse)}
+	}
+	if ce := resp.Header().Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+		// The client asked for identity. Expanding the reply could take far
+		// more memory than the limit, so it is not read at all.
+		err := fmt.Errorf("%w: the reply is compressed (Content-Encoding %q) although the client asked for none; it is not decompressed",
+			ErrProtocol, truncate(c.token.clean(ce), 40))
+		return attemptOutcome{status: status, wrote: true, answered: true, err: err}
+	}
 	data, err := readLimited(raw, c.settings.limits.MaxResponseBytes, resp.RawResponse.ContentLength)
 	if errors.Is(err, ErrProtocol) {
-		return attemptOutcome{status: resp.StatusCode(), wrote: true, answered: true, err: err}
+		return attemptOutcome{status: status, wrote: true, answered: true, err: err}
 	}
 	if err != nil {
-		// The server received the request and began to answer.
-		return attemptOutcome{wrote: true, err: err}
+		// The server received the request and began to answer, and the
+		// connection failed while the reply arrived.
+		return attemptOutcome{wrote: true, err: fmt.Errorf("reading the reply: %w", err)}
 	}
-	out := attemptOutcome{status: resp.StatusCode(), body: data, wrote: true}
+	out := attemptOutcome{status: status, body: data, wrote: true}
 	if out.status >= 200 && out.status < 300 {
 		out.token = resp.Header().Get(syncTokenHeader)
 	}
 	return out
 }
 
+// redirectHost returns the host a redirect points to, for its error (never
+// the rest of the URL, whose query could hold anything), or a description
+// when there is none.
+func (c *Client) redirectHost(resp *http.Response) string {
+	loc, err := resp.Location()
+	switch {
+	case errors.Is(err, http.ErrNoLocation):
+		return "no Location"
+	case err != nil:
+		return "an unreadable Location"
+	case loc.Host == "":
+		return "no host"
+	}
+	return fmt.Sprintf("host %q", truncate(c.token.clean(loc.Host), 100))
+}
+
 // statusError turns a non-2xx response to the call label into an error.
-func (c *Client) statusError(status int, body []byte, label string) error {
+func (c *Client) statusError(out attemptOutcome, label string) error {
+	status, body := out.status, out.body
+	if status >= 300 && status < 400 {
+		return callErrorf(label, "%w: HTTP %d %s to %s: the client does not follow redirects (check the REST URL)",
+			ErrProtocol, status, http.StatusText(status), out.location)
+	}
 	var r reply
 	msg := ""
 	if parseReplies(body, &r) == nil && r.Error != nil {
@@ -131,15 +228,15 @@ func (c *Client) statusError(status int, body []byte, label string) error {
 		if msg == "" {
 			msg = "unauthorized"
 		}
-		e := newError(label, -1, status, msg)
+		e := newError(c.token, label, -1, status, msg)
 		e.hint = c.authHint
 		return e
 	case msg != "":
-		return newError(label, -1, status, msg)
+		return newError(c.token, label, -1, status, msg)
 	case status == http.StatusRequestEntityTooLarge:
 		return &Error{Command: label, Index: -1, Status: status, Message: "request too large"}
 	}
-	text := strings.TrimSpace(string(body))
+	text := c.token.clean(strings.TrimSpace(string(body)))
 	return callErrorf(label, "%w: HTTP %d with a body that is not an Upstash error: %q", ErrProtocol, status, truncate(text, 200))
 }
 
@@ -154,55 +251,85 @@ func authHint(tokenVar, baseURL string) string {
 	return fmt.Sprintf("the server refused %s; check that it is the current REST token of %s", from, baseURL)
 }
 
+// minReadBuffer is the smallest buffer readLimited reads into.
+const minReadBuffer = 512
+
 // readLimited reads a response body of at most max bytes (no limit if max
-// is 0 or less). size is the announced Content-Length, or -1: when known it
-// sizes the buffer once instead of growing it by doubling, which for large
-// replies would hold up to twice the body in memory.
+// is 0 or less) into one buffer. size is the announced Content-Length, or
+// -1.
+//
+// Memory: with a Content-Length the buffer is allocated once at that size.
+// Without one (a chunked reply) it starts small and doubles, on sizes
+// max/2^k so that the last step goes from max/2 to max: it never holds more
+// than max, and while it grows, at most 1.5 times max. When the buffer is
+// full, a read into a small probe tells the end of the body from more data,
+// so a body that fills the buffer exactly neither grows it nor is read past
+// max.
 func readLimited(r io.Reader, max, size int64) ([]byte, error) {
 	if max > 0 && size > max {
 		return nil, fmt.Errorf("%w: response of %d bytes is larger than %d bytes", ErrProtocol, size, max)
 	}
-	if max > 0 {
-		r = io.LimitReader(r, max+1)
-	}
-	data, err := readBody(r, size)
-	if err != nil {
-		return nil, err
-	}
-	if max <= 0 {
-		return data, nil
-	}
-	if int64(len(data)) > max {
-		return nil, fmt.Errorf("%w: response larger than %d bytes", ErrProtocol, max)
-	}
-	return data, nil
-}
-
-// readBody reads r to the end into a buffer of size bytes (the announced
-// Content-Length, or -1), doubling it when it is full: io.ReadAll grows by
-// append's smaller steps and, for a large chunked reply, allocates several
-// times the body in all.
-func readBody(r io.Reader, size int64) ([]byte, error) {
-	// One byte more than announced, so that reading the final EOF does not
-	// find the buffer full and double it.
-	capacity := size + 1
+	capacity := size
 	if size < 0 {
-		capacity = 512
+		capacity = nextCapacity(0, minReadBuffer, max)
 	}
 	b := make([]byte, 0, capacity)
+	var probe []byte
 	for {
+		if len(b) == cap(b) {
+			if probe == nil {
+				probe = make([]byte, minReadBuffer)
+			}
+			n, err := r.Read(probe)
+			if n > 0 {
+				if max > 0 && int64(len(b)+n) > max {
+					return nil, fmt.Errorf("%w: response larger than %d bytes", ErrProtocol, max)
+				}
+				grown := make([]byte, len(b), nextCapacity(int64(cap(b)), int64(len(b)+n), max))
+				copy(grown, b)
+				b = append(grown, probe[:n]...)
+			}
+			if err == io.EOF {
+				return b, nil
+			}
+			if err != nil {
+				return nil, err
+			}
+			continue
+		}
 		n, err := r.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
 		if err == io.EOF {
 			return b, nil
 		}
 		if err != nil {
-			return b, err
-		}
-		if len(b) == cap(b) {
-			grown := make([]byte, len(b), 2*cap(b))
-			copy(grown, b)
-			b = grown
+			return nil, err
 		}
 	}
+}
+
+// nextCapacity is the capacity a full buffer of capacity c grows to so
+// that it holds need bytes: twice c (at least need and minReadBuffer), and
+// with a limit max > 0, the smallest max/2^k at least that, so that the
+// last step before max is from max/2 (never past max: the caller has
+// checked need <= max).
+func nextCapacity(c, need, max int64) int64 {
+	want := 2 * c
+	if want < need {
+		want = need
+	}
+	if want < minReadBuffer {
+		want = minReadBuffer
+	}
+	if max <= 0 {
+		return want
+	}
+	if want >= max {
+		return max
+	}
+	n := max
+	for n/2 >= want {
+		n /= 2
+	}
+	return n
 }

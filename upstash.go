@@ -47,8 +47,17 @@ const Version = "0.1.0"
 
 // Client talks to one Upstash Redis database over its REST API. It is safe
 // for concurrent use and holds no per-request state besides the latest
-// read-your-writes token. Build it once, outside the handler.
+// read-your-writes token. Build it once, outside the handler. A Client, as
+// a value or a pointer, prints (with any fmt verb), logs (log/slog) and
+// marshals to JSON without its token.
 type Client struct {
+	// The internals sit behind a pointer, so that a copy of the value
+	// holds nothing printable but an address.
+	*clientCore
+}
+
+// clientCore is a Client's state.
+type clientCore struct {
 	baseURL   string
 	rest      *resty.Client
 	headers   http.Header // fixed headers, cloned into each request
@@ -56,6 +65,11 @@ type Client struct {
 	syncToken atomic.Pointer[string]
 	log       *slog.Logger
 	authHint  string // what a 401 tells the caller to check
+	token     secret // cut out of any text the server sends
+	// traced says that the transport reports through httptrace before
+	// it sends anything (the default transport): a failure without any
+	// trace event then proves that nothing was sent.
+	traced bool
 }
 
 // Limits bounds what the client sends and accepts. A zero field disables
@@ -66,10 +80,14 @@ type Limits struct {
 	// an error matching ErrRequestTooLarge. Upstash's Free and Pay-as-you-go
 	// plans accept 10 MB.
 	MaxRequestBytes int
-	// MaxResponseBytes bounds one response body read into memory. The size
-	// of a reply is only known once it arrives, so the command has run: a
-	// larger reply fails with an error matching ErrProtocol (not
-	// ErrOutcomeUnknown), and the request is not repeated.
+	// MaxResponseBytes bounds one response body read into memory: reading
+	// stops one byte past it. The size of a reply is only known once it
+	// arrives, so the command has run: a larger reply fails with an error
+	// matching ErrProtocol, and also ErrOutcomeUnknown when the request is
+	// not safe to repeat (its reply, which said what it did, is lost); the
+	// request is not repeated. While a reply without a Content-Length is
+	// read, its buffer may briefly take 1.5 times the limit; decoding the
+	// reply takes more (see the README's "Limits").
 	MaxResponseBytes int64
 }
 
@@ -94,10 +112,12 @@ type Option func(*settings)
 
 // WithTransport makes the client send its requests through rt, for example
 // an instrumented, proxying or test transport. The client keeps an
-// *http.Client of its own around rt. The default (and a nil rt) is a clone
-// of http.DefaultTransport tuned for functions frozen between invocations:
+// *http.Client of its own around rt, which follows no redirect, and hands
+// rt a request that is not safe to repeat without GetBody, so that rt
+// cannot replay it. The default (and a nil rt) is a clone of
+// http.DefaultTransport tuned for functions frozen between invocations:
 // idle connections dropped after 30 s, a 5 s TLS handshake timeout, 16 idle
-// connections per host and a TLS session cache.
+// connections per host, a TLS session cache, and no compression.
 func WithTransport(rt http.RoundTripper) Option { return func(s *settings) { s.transport = rt } }
 
 // WithTimeout bounds each call whose context has no deadline (on Vercel, a
@@ -162,6 +182,9 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	headers.Set("Authorization", "Bearer "+cfg.Token)
 	headers.Set("Content-Type", "application/json")
 	headers.Set("User-Agent", "chatstate-upstash-go/"+Version)
+	// Replies are never compressed: a compressed reply could expand far
+	// past Limits.MaxResponseBytes before the limit saw it.
+	headers.Set("Accept-Encoding", "identity")
 	if s.base64 {
 		headers.Set("Upstash-Encoding", "base64")
 	}
@@ -174,14 +197,16 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	if log == nil {
 		log = slog.New(discardHandler{})
 	}
-	return &Client{
+	return &Client{&clientCore{
 		baseURL:  baseURL,
 		rest:     newRESTClient(s.transport),
 		headers:  headers,
 		settings: s,
 		log:      log,
 		authHint: authHint(cfg.tokenVar, baseURL),
-	}, nil
+		token:    secret(cfg.Token),
+		traced:   s.transport == nil,
+	}}, nil
 }
 
 func detectPlatform() string {
@@ -194,15 +219,20 @@ func detectPlatform() string {
 	return "unknown"
 }
 
-// Format prints the client as upstash.Client{URL: "..."} for every verb, so
-// that printing or logging a client never shows the token held in its
-// request headers.
-func (c *Client) Format(f fmt.State, verb rune) {
-	if c == nil {
-		fmt.Fprint(f, "<nil>")
-		return
+// Format prints the client as upstash.Client{URL: "..."} for every verb
+// (%v, %+v, %#v, %s, %d...), as a value or a pointer, so that printing a
+// client never shows the token held in its request headers.
+func (c Client) Format(f fmt.State, verb rune) { fmt.Fprint(f, c.describe()) }
+
+// LogValue makes log/slog log the client as Format prints it, with any
+// handler.
+func (c Client) LogValue() slog.Value { return slog.StringValue(c.describe()) }
+
+func (c Client) describe() string {
+	if c.clientCore == nil {
+		return "upstash.Client{}"
 	}
-	fmt.Fprintf(f, "upstash.Client{URL: %q}", c.baseURL)
+	return fmt.Sprintf("upstash.Client{URL: %q}", c.baseURL)
 }
 
 // SyncToken returns the read-your-writes token of the latest successful
@@ -228,7 +258,7 @@ func (c *Client) Run(ctx context.Context, cmd Command) (Value, error) {
 		c.log.DebugContext(ctx, "upstash: script not cached, sending EVAL", "sha", cmd.script.sha)
 		v, err = c.runOne(ctx, cmd.evalForm())
 	}
-	return v, err
+	return v, c.token.scrub(err)
 }
 
 // Do sends one command built from its arguments: Do(ctx, "GET", "key").
@@ -245,11 +275,13 @@ func (c *Client) runOne(ctx context.Context, cmd Command) (Value, error) {
 	if err := checkRequestSize(body, name, c.settings.limits.MaxRequestBytes); err != nil {
 		return Value{}, err
 	}
-	resp, err := c.send(ctx, "", body, cmd.safeToRepeat(), name)
+	safe := cmd.safeToRepeat()
+	resp, err := c.send(ctx, "", body, safe, name)
 	if err != nil {
 		return Value{}, err
 	}
-	return decodeReply(resp, c.settings.base64, name)
+	v, err := decodeReply(resp, c.settings.base64, c.token, name)
+	return v, unreadableReply(err, safe, name)
 }
 
 // Pipeline sends commands in one request to /pipeline and returns one Result
@@ -261,6 +293,14 @@ func (c *Client) runOne(ctx context.Context, cmd Command) (Value, error) {
 // re-sent as EVAL in one follow-up request, so they run after the commands
 // that followed them.
 func (c *Client) Pipeline(ctx context.Context, cmds ...Command) ([]Result, error) {
+	results, err := c.pipeline(ctx, cmds)
+	for i := range results {
+		results[i].Err = c.token.scrub(results[i].Err)
+	}
+	return results, c.token.scrub(err)
+}
+
+func (c *Client) pipeline(ctx context.Context, cmds []Command) ([]Result, error) {
 	results, err := c.batch(ctx, pipelinePath, cmds)
 	if err != nil {
 		return nil, err
@@ -311,7 +351,8 @@ func (c *Client) Transaction(ctx context.Context, cmds ...Command) ([]Result, er
 		}
 		sent[i] = cmd
 	}
-	return c.batch(ctx, transactionPath, sent)
+	results, err := c.batch(ctx, transactionPath, sent)
+	return results, c.token.scrub(err)
 }
 
 // The batch endpoints, and the labels their errors carry.
@@ -346,16 +387,23 @@ func (c *Client) batch(ctx context.Context, path string, cmds []Command) ([]Resu
 	if err := checkRequestSize(body, label, c.settings.limits.MaxRequestBytes); err != nil {
 		return nil, err
 	}
-	resp, err := c.send(ctx, path, body, allSafeToRepeat(cmds), label)
+	safe := allSafeToRepeat(cmds)
+	resp, err := c.send(ctx, path, body, safe, label)
 	if err != nil {
 		return nil, err
 	}
+	results, err := c.decodeBatch(resp, cmds, label)
+	return results, unreadableReply(err, safe, label)
+}
+
+// decodeBatch decodes the reply to a pipeline or transaction of cmds.
+func (c *Client) decodeBatch(resp []byte, cmds []Command, label string) ([]Result, error) {
 	var replies []reply
 	if err := parseReplies(resp, &replies); err != nil {
 		// A discarded transaction answers with one {"error"} object.
 		var r reply
 		if parseReplies(resp, &r) == nil && r.Error != nil {
-			return nil, newError(label, -1, http.StatusOK, *r.Error)
+			return nil, newError(c.token, label, -1, http.StatusOK, *r.Error)
 		}
 		return nil, callErrorf(label, "%w: body is not a JSON array: %s", ErrProtocol, err.Error())
 	}
@@ -365,7 +413,7 @@ func (c *Client) batch(ctx context.Context, path string, cmds []Command) ([]Resu
 	results := make([]Result, len(cmds))
 	for i, r := range replies {
 		if r.Error != nil {
-			results[i].Err = newError(cmds[i].Name(), i, http.StatusOK, *r.Error)
+			results[i].Err = newError(c.token, cmds[i].Name(), i, http.StatusOK, *r.Error)
 			continue
 		}
 		v, err := r.resultValue(c.settings.base64)
