@@ -629,6 +629,171 @@ func TestIntegrationFaults(t *testing.T) {
 
 // TestIntegrationConcurrentClient shares one client between goroutines, as a
 // Lambda handler does (run with -race).
+// betweenAttempts is a transport that calls before(n) as the client starts
+// its n-th attempt (from 1), so a test can act between attempts.
+type betweenAttempts struct {
+	rt     http.RoundTripper
+	mu     sync.Mutex
+	n      int
+	before func(n int)
+}
+
+func (b *betweenAttempts) RoundTrip(req *http.Request) (*http.Response, error) {
+	b.mu.Lock()
+	b.n++
+	n, before := b.n, b.before
+	b.mu.Unlock()
+	if before != nil {
+		before(n)
+	}
+	return b.rt.RoundTrip(req)
+}
+
+func (b *betweenAttempts) start(before func(n int)) {
+	b.mu.Lock()
+	b.n, b.before = 0, before
+	b.mu.Unlock()
+}
+
+func (b *betweenAttempts) attempts() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.n
+}
+
+// TestIntegrationLateRepeatNeverUndoesANewerWrite: a plain SET, DEL or
+// PEXPIRE whose reply was lost after it ran is not sent again, so it cannot
+// land after another client's newer write and overwrite, delete or expire
+// it. The other client writes as the first client would start its retry,
+// or, when there is none, after the call. The reply is dropped on a fresh
+// and on a pooled connection (where net/http could replay by itself).
+// Idempotent() is the control: it is repeated, and the newer write is lost.
+func TestIntegrationLateRepeatNeverUndoesANewerWrite(t *testing.T) {
+	srv := upstashtest.NewServer(t)
+	other := clientOf(t, srv.URL, srv.Token)
+	cases := []struct {
+		name    string
+		counted string
+		run     func(ctx context.Context, c *upstash.Client) error
+		// newer is the other client's write; check tells whether it
+		// survived.
+		newer    func(ctx context.Context) error
+		survived func(t *testing.T) bool
+		repeated bool
+	}{
+		{"Set", "SET",
+			func(ctx context.Context, c *upstash.Client) error { return c.Set(ctx, "k", "late", 0) },
+			func(ctx context.Context) error { return other.Set(ctx, "k", "newer", 0) },
+			func(t *testing.T) bool { return rawGet(t, srv, "k") == "newer" }, false},
+		{"SET with options as []byte", "SET",
+			func(ctx context.Context, c *upstash.Client) error {
+				_, err := c.Do(ctx, "SET", "k", "late", []byte("PX"), 60000)
+				return err
+			},
+			func(ctx context.Context) error { return other.Set(ctx, "k", "newer", 0) },
+			func(t *testing.T) bool { return rawGet(t, srv, "k") == "newer" }, false},
+		{"Del", "DEL",
+			func(ctx context.Context, c *upstash.Client) error { _, err := c.Del(ctx, "k"); return err },
+			func(ctx context.Context) error { return other.Set(ctx, "k", "newer", 0) },
+			func(t *testing.T) bool { return rawGet(t, srv, "k") == "newer" }, false},
+		{"PEXPIRE", "PEXPIRE",
+			func(ctx context.Context, c *upstash.Client) error {
+				_, err := c.Do(ctx, "PEXPIRE", "k", 1)
+				return err
+			},
+			func(ctx context.Context) error { return other.Set(ctx, "k", "newer", 0) },
+			func(t *testing.T) bool {
+				ttl, err := other.PTTL(ctxT(t), "k")
+				if err != nil {
+					t.Fatal(err)
+				}
+				return ttl == -time.Millisecond && rawGet(t, srv, "k") == "newer"
+			}, false},
+		{"SET Idempotent() (control)", "SET",
+			func(ctx context.Context, c *upstash.Client) error {
+				_, err := c.Run(ctx, upstash.Cmd("SET", "k", "late").Idempotent())
+				return err
+			},
+			func(ctx context.Context) error { return other.Set(ctx, "k", "newer", 0) },
+			func(t *testing.T) bool { return rawGet(t, srv, "k") == "newer" }, true},
+	}
+	for _, pooled := range []bool{false, true} {
+		for _, tc := range cases {
+			t.Run(fmt.Sprintf("%s pooled=%v", tc.name, pooled), func(t *testing.T) {
+				ctx := ctxT(t)
+				tr := http.DefaultTransport.(*http.Transport).Clone()
+				tr.DisableKeepAlives = !pooled
+				t.Cleanup(tr.CloseIdleConnections)
+				hook := &betweenAttempts{rt: tr}
+				c := clientOf(t, srv.URL, srv.Token, upstash.WithTransport(hook))
+				if err := srv.FlushAll(); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := srv.Do("SET", "k", "first"); err != nil {
+					t.Fatal(err)
+				}
+				if pooled {
+					if err := c.Ping(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				wroteNewer := false
+				hook.start(func(n int) {
+					if n == 2 {
+						if err := tc.newer(ctx); err != nil {
+							t.Errorf("the other client's write: %v", err)
+						}
+						wroteNewer = true
+					}
+				})
+				srv.ResetStats()
+				srv.DropResponseNext(1)
+				err := tc.run(ctx, c)
+				if !wroteNewer {
+					if err := tc.newer(ctx); err != nil {
+						t.Fatal(err)
+					}
+				}
+				ran := srv.Stats().Commands[tc.counted]
+				if tc.counted == "SET" {
+					ran-- // the other client's
+				}
+				if tc.repeated {
+					if err != nil || ran != 2 {
+						t.Fatalf("control: %v after %d runs; want success after 2", err, ran)
+					}
+					// On a pooled connection net/http replays it by itself,
+					// before the test can write in between.
+					if !pooled && (hook.attempts() != 2 || tc.survived(t)) {
+						t.Fatal("control: the repeated write did not land after the newer one; the test cannot see a late repeat")
+					}
+					return
+				}
+				wantErrIs(t, err, upstash.ErrOutcomeUnknown)
+				if n := hook.attempts(); n != 1 || ran != 1 {
+					t.Errorf("%d attempts, %d runs at the server; want 1 and 1", n, ran)
+				}
+				if !tc.survived(t) {
+					t.Errorf("the other client's newer write was undone by a late repeat of %s", tc.name)
+				}
+			})
+		}
+	}
+}
+
+// rawGet reads key straight from the server's Redis ("" if missing).
+func rawGet(t *testing.T, srv *upstashtest.Server, key string) string {
+	t.Helper()
+	v, err := srv.Do("GET", key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v == nil {
+		return ""
+	}
+	return string(v.([]byte))
+}
+
 func TestIntegrationConcurrentClient(t *testing.T) {
 	_, c := newServer(t)
 	ctx := ctxT(t)

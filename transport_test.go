@@ -145,6 +145,7 @@ func TestRequestHeaders(t *testing.T) {
 				"Content-Type":          "application/json",
 				"Upstash-Encoding":      "base64",
 				"Upstash-Telemetry-Sdk": "chatstate-upstash-go@v" + upstash.Version,
+				"Accept-Encoding":       "identity",
 			} {
 				if got := h.Get(k); got != want {
 					t.Errorf("%s %s = %q, want %q", cl.Path, k, got, want)
