@@ -31,8 +31,8 @@ func NewManualClock() *ManualClock {
 	}
 }
 
-// SetClock makes s use c for its locks and KeepLockAlive. Call it before s
-// is used.
+// SetClock makes s use c for its locks, KeepLockAlive, WithLock,
+// AcquireLockWait and Dequeue's "now". Call it before s is used.
 func SetClock(s *State, c *ManualClock) { s.clock = c }
 
 // Now returns the clock's time.
@@ -48,6 +48,20 @@ func (c *ManualClock) Advance(d time.Duration) {
 			tm.fire(c.t)
 		}
 	}
+}
+
+// ActiveTimers returns the number of timers started or reset and not yet
+// fired or stopped.
+func (c *ManualClock) ActiveTimers() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, tm := range c.timers {
+		if tm.active {
+			n++
+		}
+	}
+	return n
 }
 
 // Armed delivers the duration of each timer started or reset, in order: a
@@ -109,4 +123,20 @@ func (tm *manualTimer) stop() {
 	tm.active = false
 	c.mu.Unlock()
 	c.stopped <- struct{}{}
+}
+
+// StateScriptSources returns the Lua source of every script of the state
+// layer, by file name.
+func StateScriptSources() map[string]string {
+	return map[string]string{
+		"subscription.lua": subscriptionSource,
+		"set.lua":          setSource,
+		"delete.lua":       deleteSource,
+		"append.lua":       appendSource,
+		"enqueue.lua":      enqueueSource,
+		"dequeue.lua":      dequeueSource,
+		"acquire.lua":      acquireSource,
+		"release.lua":      releaseSource,
+		"extend.lua":       extendSource,
+	}
 }

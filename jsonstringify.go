@@ -23,7 +23,11 @@ func encodeJSON(what string, value any) ([]byte, error) {
 		if !utf8.Valid(raw) || !json.Valid(raw) {
 			return nil, fmt.Errorf("%w: value for %s: json.RawMessage is not valid JSON", ErrInvalidArgument, what)
 		}
-		return raw, nil
+		var buf bytes.Buffer
+		if err := json.Compact(&buf, raw); err != nil {
+			return nil, fmt.Errorf("%w: value for %s: json.RawMessage: %w", ErrInvalidArgument, what, err)
+		}
+		return jsCompat(buf.Bytes()), nil
 	}
 	data, err := marshalCompat(value)
 	if err != nil {
@@ -43,7 +47,8 @@ func encodeJSON(what string, value any) ([]byte, error) {
 // marshalCompat encodes v like json.Marshal, but writes what JavaScript's
 // JSON.stringify writes where the two differ: <, > and & unescaped, U+2028
 // and U+2029 as themselves rather than \u2028 and \u2029, and negative
-// zero as 0.
+// zero as 0 (also inside the output of a MarshalJSON method, such as a
+// json.RawMessage field).
 func marshalCompat(v any) ([]byte, error) {
 	var buf bytes.Buffer
 	enc := json.NewEncoder(&buf)
@@ -51,18 +56,18 @@ func marshalCompat(v any) ([]byte, error) {
 	if err := enc.Encode(v); err != nil {
 		return nil, err
 	}
-	out := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
-	if bytes.Contains(out, []byte(`\u202`)) || bytes.Contains(out, []byte("-0")) {
-		out = jsCompat(out)
-	}
-	return out, nil
+	return jsCompat(bytes.TrimSuffix(buf.Bytes(), []byte("\n"))), nil
 }
 
-// jsCompat rewrites valid compact JSON from encoding/json: the escapes
-// \u2028 and \u2029 inside strings become the raw characters, and the
-// number -0 becomes 0. Both changes keep the JSON value (up to the sign of
-// zero, which JSON.stringify drops too).
+// jsCompat rewrites valid compact JSON: the escapes \u2028 and \u2029
+// inside strings become the raw characters, and a number whose value is
+// zero loses its minus sign (-0 becomes 0, -0.0 becomes 0.0). Both changes
+// keep the JSON value (up to the sign of zero, which JSON.stringify drops
+// too). Other numbers and escapes are kept as written.
 func jsCompat(in []byte) []byte {
+	if !bytes.Contains(in, []byte(`\u202`)) && !bytes.Contains(in, []byte("-0")) {
+		return in
+	}
 	out := make([]byte, 0, len(in))
 	inString := false
 	for i := 0; i < len(in); i++ {
@@ -83,14 +88,29 @@ func jsCompat(in []byte) []byte {
 			continue
 		case c == '"':
 			inString = !inString
-		case !inString && c == '-' && i+1 < len(in) && in[i+1] == '0' && (i+2 == len(in) || bytes.IndexByte([]byte(",]} \t\r\n"), in[i+2]) >= 0):
-			out = append(out, '0')
-			i++
-			continue
+		case !inString && c == '-' && isZeroNumber(in[i+1:]):
+			continue // the sign of a zero
 		}
 		out = append(out, c)
 	}
 	return out
+}
+
+// isZeroNumber reports whether b starts with a JSON number (without its
+// sign) whose value is zero: 0, 0.0, 0e5, 0.00E-3...
+func isZeroNumber(b []byte) bool {
+	if len(b) == 0 || b[0] != '0' {
+		return false
+	}
+	i := 1
+	if i < len(b) && b[i] == '.' {
+		for i++; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+			if b[i] != '0' {
+				return false
+			}
+		}
+	}
+	return true // an exponent cannot make zero anything else
 }
 
 var (
@@ -105,14 +125,50 @@ var (
 // slice and array elements, pointers and interfaces; values with their own
 // MarshalJSON are skipped (their output is checked separately), and
 // MarshalText output is checked, since encoding/json quotes it.
+//
+// It goes to any depth. It is only called on values encoding/json has
+// encoded without error, so the pointers, maps and slices it follows hold
+// no cycle that encoding/json would follow; walking stops at a value it is
+// already inside, so a cycle elsewhere cannot make it loop either.
 func findInvalidUTF8(v any) string {
-	return walkUTF8(reflect.ValueOf(v), "value", 0)
+	w := utf8Walker{inside: map[walkRef]bool{}}
+	return w.walk(reflect.ValueOf(v), "value")
 }
 
-func walkUTF8(v reflect.Value, path string, depth int) string {
-	if !v.IsValid() || depth > 64 {
+// walkRef identifies a pointer, map or slice being walked.
+type walkRef struct {
+	ptr uintptr
+	typ reflect.Type
+	n   int
+}
+
+type utf8Walker struct {
+	inside map[walkRef]bool
+}
+
+func (w utf8Walker) walk(v reflect.Value, path string) string {
+	if !v.IsValid() {
 		return ""
 	}
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice:
+		if v.IsNil() {
+			break
+		}
+		ref := walkRef{ptr: v.Pointer(), typ: v.Type()}
+		if v.Kind() == reflect.Slice {
+			ref.n = v.Len()
+		}
+		if w.inside[ref] {
+			return ""
+		}
+		w.inside[ref] = true
+		defer delete(w.inside, ref)
+	}
+	return w.walkValue(v, path)
+}
+
+func (w utf8Walker) walkValue(v reflect.Value, path string) string {
 	t := v.Type()
 	if t.Implements(jsonMarshalerType) || reflect.PointerTo(t).Implements(jsonMarshalerType) && v.CanAddr() {
 		return ""
@@ -133,7 +189,7 @@ func walkUTF8(v reflect.Value, path string, depth int) string {
 		}
 	case reflect.Pointer, reflect.Interface:
 		if !v.IsNil() {
-			return walkUTF8(v.Elem(), path, depth+1)
+			return w.walk(v.Elem(), path)
 		}
 	case reflect.Slice:
 		if t.Elem().Kind() == reflect.Uint8 && !t.Elem().Implements(jsonMarshalerType) && !t.Elem().Implements(textMarshalerType) {
@@ -142,7 +198,7 @@ func walkUTF8(v reflect.Value, path string, depth int) string {
 		fallthrough
 	case reflect.Array:
 		for i := 0; i < v.Len(); i++ {
-			if p := walkUTF8(v.Index(i), path+"["+strconv.Itoa(i)+"]", depth+1); p != "" {
+			if p := w.walk(v.Index(i), path+"["+strconv.Itoa(i)+"]"); p != "" {
 				return p
 			}
 		}
@@ -164,7 +220,7 @@ func walkUTF8(v reflect.Value, path string, depth int) string {
 					return path + " (a map key)"
 				}
 			}
-			if p := walkUTF8(iter.Value(), path+"["+strconv.Quote(name)+"]", depth+1); p != "" {
+			if p := w.walk(iter.Value(), path+"["+strconv.Quote(name)+"]"); p != "" {
 				return p
 			}
 		}
@@ -181,7 +237,7 @@ func walkUTF8(v reflect.Value, path string, depth int) string {
 			if !utf8.ValidString(name) {
 				return path + "." + strconv.Quote(name)
 			}
-			if p := walkUTF8(v.Field(i), path+"."+name, depth+1); p != "" {
+			if p := w.walk(v.Field(i), path+"."+name); p != "" {
 				return p
 			}
 		}

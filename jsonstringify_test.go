@@ -15,7 +15,7 @@ import (
 // value: what JavaScript's JSON.stringify writes for the same value.
 func TestJSONStringifyEncoding(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, c, s := testCtx(t), env.client, env.state
+	ctx, c, s := ctxT(t), env.client, env.state
 	cases := []struct {
 		key   string
 		value any
@@ -26,7 +26,12 @@ func TestJSONStringifyEncoding(t *testing.T) {
 		{"dedupe:slack:1", true, `true`},
 		{"num", 1.5e21, `1.5e+21`},
 		{"html", "<b>&</b>", `"<b>&</b>"`},
-		{"raw", json.RawMessage(`{"b": [1, 2]}`), `{"b": [1, 2]}`},
+		{"raw", json.RawMessage(" {\"b\": [1, 2],\n \"s\": \"a b\"} "), `{"b":[1,2],"s":"a b"}`},
+		{"raw zeros", json.RawMessage(`[-0, -0.0, -0e3, -0.00E-1, -1, -0.5, 0, "-0"]`), `[0,0.0,0e3,0.00E-1,-1,-0.5,0,"-0"]`},
+		{"raw separators", json.RawMessage(`"a\u2028b\u2029c\u0041"`), "\"a\u2028b\u2029c\\u0041\""},
+		{"raw field", struct {
+			R json.RawMessage `json:"r"`
+		}{json.RawMessage(`{ "z" : -0 }`)}, `{"r":{"z":0}}`},
 		{"bytes", []byte("hi"), `"aGk="`},
 		{"null", nil, `null`},
 		{"line separators", "a\u2028b\u2029c", "\"a\u2028b\u2029c\""}, // raw, as JSON.stringify
@@ -53,7 +58,7 @@ func TestJSONStringifyEncoding(t *testing.T) {
 
 func TestStateMarshalErrorsNameTheKey(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, s := testCtx(t), env.state
+	ctx, s := ctxT(t), env.state
 	env.srv.ResetStats()
 	type inner struct{ Text string }
 	type outer struct {
@@ -69,6 +74,23 @@ func TestStateMarshalErrorsNameTheKey(t *testing.T) {
 		"iface":   []any{map[string]any{"x": "\xe2\x82"}},
 		"pointer": &inner{Text: "\xff"},
 	}
+	// At any depth: 200 levels of []any and of maps, and a long pointer
+	// chain through the same type.
+	var deepSlice any = "\xff"
+	var deepMap any = map[string]any{"k": "ok", "bad": "\xfe"}
+	for i := 0; i < 200; i++ {
+		deepSlice = []any{"ok", deepSlice}
+		deepMap = map[string]any{"a": deepMap}
+	}
+	type node struct {
+		Next *node
+		Text string
+	}
+	chain := &node{Text: "\xff"}
+	for i := 0; i < 200; i++ {
+		chain = &node{Next: chain, Text: "ok"}
+	}
+	cases["deep slices"], cases["deep maps"], cases["pointer chain"] = deepSlice, deepMap, chain
 	for key, v := range cases {
 		err := s.Set(ctx, key, v, 0)
 		if !errors.Is(err, upstash.ErrInvalidArgument) || !strings.Contains(err.Error(), `"`+key+`"`) {

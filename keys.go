@@ -13,6 +13,14 @@ package upstash
 //	{p}:queue-corrupt:{threadID}
 //	                          LIST of queue entries Dequeue could not read (7 days)
 //
+// and two namespaces of this library's own, which no TypeScript adapter
+// reads or writes:
+//
+//	{p}:op:{opID}             STRING: the recorded outcome of one state
+//	                          operation (see runOp), PX at least 10 minutes
+//	{p}:fence:{threadID}      STRING: the last fencing token handed out for
+//	                          the lock of threadID, PX the lock's TTL
+//
 // Every key the state layer touches is built by one of the functions below,
 // and nowhere else.
 
@@ -37,3 +45,11 @@ func (s *State) queueKey(threadID string) string { return s.prefix + ":queue:" +
 func (s *State) deadLetterKey(threadID string) string {
 	return s.prefix + ":queue-corrupt:" + threadID
 }
+
+// opKey is {p}:op:{opID}, where the operation opID records its outcome.
+// "op" is not a namespace state-redis uses, and op ids are 32 hex digits,
+// so no key of another kind can collide with it.
+func (s *State) opKey(opID string) string { return s.prefix + ":op:" + opID }
+
+// fenceKey is {p}:fence:{threadID}, the fencing counter of lockKey(threadID).
+func (s *State) fenceKey(threadID string) string { return s.prefix + ":fence:" + threadID }

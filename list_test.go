@@ -11,11 +11,11 @@ import (
 
 func TestStateLayoutList(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, c, s := testCtx(t), env.client, env.state
+	ctx, c, s := ctxT(t), env.client, env.state
 	for i := 0; i < 4; i++ {
 		must(t, s.AppendToList(ctx, "msg-history:T1", map[string]int{"i": i}, upstash.ListOptions{MaxLength: 3, TTL: 7 * 24 * time.Hour}))
 	}
-	items, err := raw(t, c, "LRANGE", "chat-sdk:list:msg-history:T1", 0, -1).Strings()
+	items, err := mustDo(t, c, "LRANGE", "chat-sdk:list:msg-history:T1", 0, -1).Strings()
 	must(t, err)
 	if want := []string{`{"i":1}`, `{"i":2}`, `{"i":3}`}; strings.Join(items, " ") != strings.Join(want, " ") {
 		t.Errorf("LRANGE = %q, want %q", items, want)
@@ -30,7 +30,7 @@ func TestStateLayoutList(t *testing.T) {
 		t.Errorf("PTTL of a list appended without TTL = %v", got)
 	}
 
-	raw(t, c, "RPUSH", "chat-sdk:list:fromts", `{"role":"user"}`, `"text"`)
+	mustDo(t, c, "RPUSH", "chat-sdk:list:fromts", `{"role":"user"}`, `"text"`)
 	got, err := s.GetList(ctx, "fromts")
 	must(t, err)
 	if len(got) != 2 || string(got[0]) != `{"role":"user"}` || string(got[1]) != `"text"` {
@@ -40,9 +40,9 @@ func TestStateLayoutList(t *testing.T) {
 
 func TestStateCorruptListItem(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, c, s := testCtx(t), env.client, env.state
+	ctx, c, s := ctxT(t), env.client, env.state
 	var ce *upstash.CorruptValueError
-	raw(t, c, "RPUSH", "chat-sdk:list:bad", `"ok"`, `{broken`, `"ok2"`)
+	mustDo(t, c, "RPUSH", "chat-sdk:list:bad", `"ok"`, `{broken`, `"ok2"`)
 	_, err := s.GetList(ctx, "bad")
 	if !errors.As(err, &ce) || ce.Index != 1 || ce.Key != "chat-sdk:list:bad" || string(ce.Raw) != `{broken` {
 		t.Fatalf("GetList with a corrupt item: %v (%+v)", err, ce)

@@ -8,12 +8,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sync"
+	"strconv"
 	"time"
 )
 
 // Lock is a held per-thread lock, as the Chat SDK's Lock type. Its JSON form
-// is exactly the TypeScript one: {"threadId":…,"token":…,"expiresAt":<Unix ms>}.
+// is exactly the TypeScript one: {"threadId":…,"token":…,"expiresAt":<Unix ms>}
+// (Fence, which TypeScript does not have, is left out).
 // Locks come from AcquireLock (or from JSON); a Lock with an empty ThreadID
 // or Token, the zero value included, is refused by every method.
 type Lock struct {
@@ -29,6 +30,14 @@ type Lock struct {
 	// zero time (JSON 0) means unknown: KeepLockAlive then assumes a full
 	// ttl is left.
 	ExpiresAt time.Time `json:"-"`
+	// Fence is the fencing token of this acquire: larger than the Fence of
+	// every earlier acquire of the same ThreadID by this library, also after
+	// the lock expired (see AcquireLock). Pass it along with writes to a
+	// store that can refuse a write carrying a smaller fence than one it has
+	// seen; a holder that lost its lock without noticing is then refused.
+	// It is 0 for a lock that did not come from AcquireLock, and it is not
+	// part of the JSON form.
+	Fence int64 `json:"-"`
 }
 
 type lockJSON struct {
@@ -43,7 +52,7 @@ func (l Lock) MarshalJSON() ([]byte, error) {
 	return marshalCompat(lockJSON{ThreadID: l.ThreadID, Token: l.Token, ExpiresAt: unixMillis(l.ExpiresAt)})
 }
 
-// UnmarshalJSON decodes the TypeScript form.
+// UnmarshalJSON decodes the TypeScript form. Fence is set to 0.
 func (l *Lock) UnmarshalJSON(data []byte) error {
 	var w lockJSON
 	if err := json.Unmarshal(data, &w); err != nil {
@@ -52,6 +61,20 @@ func (l *Lock) UnmarshalJSON(data []byte) error {
 	*l = Lock{ThreadID: w.ThreadID, Token: w.Token, ExpiresAt: time.Time(w.ExpiresAt)}
 	return nil
 }
+
+// Sentinels of the lock operations.
+var (
+	// ErrLockNotHeld reports a lock its caller no longer holds: it expired,
+	// was released or force-released, or another holder took it over. Unlock,
+	// Refresh and WithLock return errors that match it; ReleaseLock and
+	// ExtendLock keep the TypeScript contract (nil, false) instead.
+	ErrLockNotHeld = errors.New("upstash: lock not held (expired, released or taken over)")
+
+	// ErrLockBusy reports a lock another holder has: WithLock returns an
+	// error matching it, and AcquireLockWait when the context ends before
+	// the lock comes free.
+	ErrLockBusy = errors.New("upstash: lock held by another holder")
+)
 
 // tokenPrefix marks tokens made by this library, as state-redis uses
 // "redis_" and state-ioredis "ioredis_".
@@ -78,29 +101,87 @@ func checkLock(lock *Lock) error {
 	return nil
 }
 
+// checkTTL refuses a lock TTL that is not positive.
+func checkTTL(threadID string, ttl time.Duration) error {
+	if ttl <= 0 {
+		return fmt.Errorf("%w: thread %q: TTL must be positive, got %v", ErrInvalidArgument, threadID, ttl)
+	}
+	return nil
+}
+
 // msFloor truncates t to whole milliseconds, so a lock survives a JSON round
 // trip unchanged and ExpiresAt never rounds up past the server's expiry.
 func msFloor(t time.Time) time.Time { return time.UnixMilli(t.UnixMilli()) }
 
-// AcquireLock takes the lock of threadID with SET {p}:lock:{threadID} token
-// NX PX ttl, and returns it, or (nil, nil) when another holder has it. The
-// token is "go_" plus 16 random bytes in hex. ExpiresAt is the local time
-// just before the request plus ttl, so it is never later than the server's
-// expiry. There is no waiting or retrying for a busy lock.
+// TTLWithinDeadline returns ttl, shortened when ctx has a deadline to the
+// time left until it plus margin (but never below a millisecond). Give a
+// lock this TTL (or use the State option WithLockTTLWithinDeadline) so that
+// a function killed at its deadline leaves a lock that lapses margin after
+// the deadline rather than a full TTL later; margin covers the clock skew
+// between this process and the server, a few hundred milliseconds is
+// plenty. It works with any StateAdapter.
+func TTLWithinDeadline(ctx context.Context, ttl, margin time.Duration) time.Duration {
+	dl, ok := ctx.Deadline()
+	if !ok {
+		return ttl
+	}
+	if b := time.Until(dl) + margin; b < ttl {
+		return max(b, time.Millisecond)
+	}
+	return ttl
+}
+
+// lockTTL is ttl as the State applies it to a call with ctx: bounded by
+// TTLWithinDeadline when the State was made WithLockTTLWithinDeadline. A
+// ttl that is not positive is returned as is, to be refused.
+func (s *State) lockTTL(ctx context.Context, ttl time.Duration) time.Duration {
+	if !s.boundLocks || ttl <= 0 {
+		return ttl
+	}
+	return TTLWithinDeadline(ctx, ttl, s.lockMargin)
+}
+
+// The lock scripts (see op.go; acquire.lua uses the token as its id).
+var (
+	//go:embed acquire.lua
+	acquireSource string
+	acquireScript = NewScript(acquireSource).Idempotent()
+
+	//go:embed release.lua
+	releaseSource string
+	releaseScript = NewScript(releaseSource).Idempotent()
+
+	//go:embed extend.lua
+	extendSource string
+	extendScript = NewScript(extendSource).Idempotent()
+)
+
+// AcquireLock takes the lock of threadID: it sets {p}:lock:{threadID} to a
+// new token with PX ttl if the key is absent, and returns the lock, or
+// (nil, nil) when another holder's token is in the key, and only then.
+// The token is "go_" plus 16 random bytes in hex. ExpiresAt is the local
+// time just before the request plus ttl, so it is never later than the
+// server's expiry. There is no waiting for a busy lock (see
+// AcquireLockWait).
+//
+// The token doubles as the operation id: the script is retried after a
+// lost reply, a reset or a 503, and a repeat that finds its own token in
+// the key reports the lock held. Only when every attempt failed is the
+// error ErrOutcomeUnknown; before returning it, AcquireLock releases the
+// token it may have set, if the context leaves time for it, so no lock is
+// left behind under a token nobody knows (unless that fails as well).
+//
+// Each acquire returns a fencing token in Lock.Fence: max(the lock key's
+// last fence + 1, the server's clock in microseconds), the last fence
+// being kept at {p}:fence:{threadID} for as long as the lock lives. It is
+// strictly larger than the fence of every earlier acquire of the key by
+// this library, even after the lock and the counter expired, provided the
+// server's clock never goes back.
 //
 // ttl must be positive: a ttl ≤ 0 is refused with ErrInvalidArgument
 // (state-redis fails too, since Redis refuses PX 0).
-//
-// SET NX is not safe to resend, so if its reply is lost the outcome is
-// resolved by reading the key back (GET, which is retried and carries the
-// read-your-writes token): our token means we hold the lock; another token
-// or no key means we do not, and (nil, nil) is returned after a best-effort
-// token-checked delete (in case the read came from a lagging replica and
-// our SET did land). If the read fails too, the error matches
-// ErrOutcomeUnknown; the lock may then be held under a token nobody knows
-// until ttl passes.
 func (s *State) AcquireLock(ctx context.Context, threadID string, ttl time.Duration) (*Lock, error) {
-	lock, err := s.acquireLock(ctx, threadID, ttl)
+	lock, err := s.acquireLock(ctx, threadID, s.lockTTL(ctx, ttl))
 	return lock, opError("AcquireLock", err)
 }
 
@@ -108,241 +189,143 @@ func (s *State) acquireLock(ctx context.Context, threadID string, ttl time.Durat
 	if err := checkID("thread id", threadID); err != nil {
 		return nil, err
 	}
-	if ttl <= 0 {
-		return nil, fmt.Errorf("%w: thread %q: TTL must be positive, got %v", ErrInvalidArgument, threadID, ttl)
+	if err := checkTTL(threadID, ttl); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
 	}
 	token, err := newToken()
 	if err != nil {
 		return nil, err
 	}
-	rkey := s.lockKey(threadID)
 	before := s.now()
 	lock := &Lock{ThreadID: threadID, Token: token, ExpiresAt: msFloor(before.Add(ttl))}
-	v, err := s.c.Run(ctx, Cmd("SET", rkey, token, "NX", "PX", durationMillis(ttl)))
-	if errors.Is(err, ErrOutcomeUnknown) {
-		return s.resolveAcquire(ctx, lock, err)
+	v, err := acquireScript.Run(ctx, s.c, []string{s.lockKey(threadID), s.fenceKey(threadID)}, token, msArg(ttl))
+	if doubt := inDoubt(err); errors.Is(doubt, ErrOutcomeUnknown) {
+		return nil, s.abandonAcquire(ctx, lock, err, doubt)
 	}
 	if err != nil {
 		return nil, err
 	}
-	ok, err := v.Bool()
-	if err != nil || !ok {
+	if v.IsNil() {
+		return nil, nil
+	}
+	r, err := opReply(v, "acquire")
+	if err != nil {
 		return nil, err
+	}
+	if lock.Fence, err = strconv.ParseInt(r, 10, 64); err != nil || lock.Fence <= 0 {
+		return nil, protocolErrorf("acquire script replied %q", truncate(r, 40))
 	}
 	return lock, nil
 }
 
-// resolveAcquire settles an acquire whose SET NX reply was lost (setErr) by
-// reading the lock back. Our token means the SET landed. Anything else
-// means we do not hold the lock; because a read served by a lagging replica
-// could miss a SET that did land, a token-checked delete (best effort, on
-// the primary like every script) then makes sure no lock is left behind
-// under a token nobody knows.
-func (s *State) resolveAcquire(ctx context.Context, lock *Lock, setErr error) (*Lock, error) {
-	rkey := s.lockKey(lock.ThreadID)
-	got, err := s.c.Run(ctx, Cmd("GET", rkey))
-	if err != nil {
-		return nil, fmt.Errorf("%w (reading the lock back failed too: %w)", unprefixed{setErr}, unprefixed{err})
+// abandonAcquire handles an acquire whose every attempt failed with err
+// (doubt is inDoubt(err)): the lock may be held under our token. If ctx
+// leaves time, the token is released; once that is done, the lock is
+// known not to be ours, and the error no longer matches ErrOutcomeUnknown.
+func (s *State) abandonAcquire(ctx context.Context, lock *Lock, err, doubt error) error {
+	if ctxDone(ctx) != nil {
+		return doubt
 	}
-	if b, berr := got.Bytes(); berr == nil && string(b) == lock.Token {
-		return lock, nil
+	if _, rerr := s.release(ctx, lock); rerr != nil {
+		return doubt
 	}
-	_, _ = releaseScript.Run(ctx, s.c, []string{rkey}, lock.Token)
-	return nil, nil
+	return fmt.Errorf("%w (every attempt failed; the token it may have set is released, so the lock is not held)", settled{err})
 }
 
-//go:embed release.lua
-var releaseSource string
-
-var releaseScript = NewScript(releaseSource).Idempotent()
-
 // ReleaseLock deletes the lock only if it still holds lock.Token (one
-// compare-and-delete script, retried after a lost reply since a second run
-// changes nothing). A lock that expired, was force-released or is held by
-// someone else is left alone and nil is returned, as in state-redis. A nil
-// lock or one without ThreadID or Token is refused with ErrInvalidArgument.
+// compare-and-delete script with an operation id, retried after a lost
+// reply). A lock that expired, was force-released or is held by someone
+// else is left alone and nil is returned, as in state-redis; Unlock tells
+// these cases apart. A nil lock or one without ThreadID or Token is refused
+// with ErrInvalidArgument.
 func (s *State) ReleaseLock(ctx context.Context, lock *Lock) error {
 	if err := checkLock(lock); err != nil {
 		return opError("ReleaseLock", err)
 	}
-	_, err := releaseScript.Run(ctx, s.c, []string{s.lockKey(lock.ThreadID)}, lock.Token)
+	_, err := s.release(ctx, lock)
 	return opError("ReleaseLock", err)
 }
 
-//go:embed extend.lua
-var extendSource string
+// Unlock is ReleaseLock that reports whether the lock was still held: it
+// returns nil when it deleted the lock, and an error matching
+// ErrLockNotHeld when the lock no longer held lock.Token (it expired, was
+// released or force-released, or another holder took it over). A retry of
+// a release that went through still reports nil.
+func (s *State) Unlock(ctx context.Context, lock *Lock) error {
+	if err := checkLock(lock); err != nil {
+		return opError("Unlock", err)
+	}
+	ok, err := s.release(ctx, lock)
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: thread %q", ErrLockNotHeld, lock.ThreadID)
+	}
+	return opError("Unlock", err)
+}
 
-var extendScript = NewScript(extendSource).Idempotent()
+func (s *State) release(ctx context.Context, lock *Lock) (bool, error) {
+	v, err := s.runOp(ctx, releaseScript, []string{s.lockKey(lock.ThreadID)}, lock.Token)
+	if err != nil {
+		return false, err
+	}
+	return opFlag(v, "release")
+}
 
 // ExtendLock sets the lock's TTL to ttl from now (not added to what is
-// left) if it still holds lock.Token, with one compare-and-PEXPIRE script,
-// and reports whether it did. On true it sets lock.ExpiresAt to the local
-// time just before the request plus ttl (state-redis leaves expiresAt
-// alone). It cannot revive a lock that has expired: that gives false.
+// left) if it still holds lock.Token, with one compare-and-PEXPIRE script
+// (with an operation id, retried after a lost reply), and reports whether
+// it did. On true it sets lock.ExpiresAt to the local time just before the
+// request plus ttl (state-redis leaves expiresAt alone). It cannot revive a
+// lock that has expired: that gives false. Refresh gives an error instead
+// of false.
 //
 // ttl must be positive: a ttl ≤ 0 is refused with ErrInvalidArgument
-// (in state-redis, PEXPIRE 0 deletes the lock yet reports true). The script
-// is retried after a lost reply, since a second run has the same effect.
+// (in state-redis, PEXPIRE 0 deletes the lock yet reports true).
 func (s *State) ExtendLock(ctx context.Context, lock *Lock, ttl time.Duration) (bool, error) {
-	ok, err := s.extendLock(ctx, lock, ttl)
+	ok, err := s.extendLock(ctx, lock, s.lockTTL(ctx, ttl))
 	return ok, opError("ExtendLock", err)
+}
+
+// Refresh is ExtendLock that returns an error matching ErrLockNotHeld
+// instead of false when the lock no longer holds lock.Token.
+func (s *State) Refresh(ctx context.Context, lock *Lock, ttl time.Duration) error {
+	ok, err := s.extendLock(ctx, lock, s.lockTTL(ctx, ttl))
+	if err == nil && !ok {
+		err = fmt.Errorf("%w: thread %q", ErrLockNotHeld, lock.ThreadID)
+	}
+	return opError("Refresh", err)
 }
 
 func (s *State) extendLock(ctx context.Context, lock *Lock, ttl time.Duration) (bool, error) {
 	if err := checkLock(lock); err != nil {
 		return false, err
 	}
-	if ttl <= 0 {
-		return false, fmt.Errorf("%w: thread %q: TTL must be positive, got %v", ErrInvalidArgument, lock.ThreadID, ttl)
+	if err := checkTTL(lock.ThreadID, ttl); err != nil {
+		return false, err
 	}
 	before := s.now()
-	v, err := extendScript.Run(ctx, s.c, []string{s.lockKey(lock.ThreadID)}, lock.Token, durationMillis(ttl))
+	v, err := s.runOp(ctx, extendScript, []string{s.lockKey(lock.ThreadID), s.fenceKey(lock.ThreadID)}, lock.Token, msArg(ttl))
 	if err != nil {
 		return false, err
 	}
-	n, err := v.Int64()
-	if err != nil || n != 1 {
-		return false, err
+	ok, err := opFlag(v, "extend")
+	if ok {
+		lock.ExpiresAt = msFloor(before.Add(ttl))
 	}
-	lock.ExpiresAt = msFloor(before.Add(ttl))
-	return true, nil
+	return ok, err
 }
 
-// ForceReleaseLock deletes the lock of threadID whoever holds it (DEL,
-// retried after a lost reply). The old holder keeps running; its later
-// ReleaseLock does nothing, because its token no longer matches.
+// ForceReleaseLock deletes the lock of threadID whoever holds it (DEL, in
+// a script with an operation id). The old holder keeps running; its later
+// ReleaseLock does nothing, and Unlock and Refresh report ErrLockNotHeld.
+// A retry never deletes the lock of a holder that took it after the first
+// run: only the lock in the key when the call ran is deleted.
 func (s *State) ForceReleaseLock(ctx context.Context, threadID string) error {
 	if err := checkID("thread id", threadID); err != nil {
 		return opError("ForceReleaseLock", err)
 	}
-	_, err := s.c.Run(ctx, Cmd("DEL", s.lockKey(threadID)).Idempotent())
+	_, err := s.runOp(ctx, deleteScript, []string{s.lockKey(threadID)})
 	return opError("ForceReleaseLock", err)
 }
-
-// KeepLockAlive extends lock to ttl every ttl/3 for as long as a handler
-// runs: a thin, optional heartbeat (the Chat SDK core does the same with 30 s
-// every 10 s). It starts one goroutine, which stops when stop is called or
-// ctx is done, and never outlives them: stop cancels any extend in flight
-// and waits for the goroutine to return. Call stop (it is idempotent) before
-// releasing the lock, typically with defer.
-//
-// lost is closed, and the goroutine exits, when the lock is known to be
-// gone: an extend reported that the token no longer matches (expired,
-// force-released, taken over), or more than ttl of wall-clock time passed
-// since the last successful extend (the process was frozen, or the network
-// failed for that long). Network errors are otherwise retried at the next
-// tick. lost is never closed because of stop or ctx. The handler decides
-// what to do about a lost lock; KeepLockAlive aborts nothing.
-//
-// The heartbeat extends a private copy of the lock: the caller's *Lock is
-// not mutated (its ExpiresAt stays as it was), so reading it concurrently is
-// not a data race. A nil or incomplete lock, or ttl ≤ 0, gives a lost
-// channel that is already closed.
-func (s *State) KeepLockAlive(ctx context.Context, lock *Lock, ttl time.Duration) (lost <-chan struct{}, stop func()) {
-	lostCh := make(chan struct{})
-	if checkLock(lock) != nil || ttl <= 0 {
-		close(lostCh)
-		return lostCh, func() {}
-	}
-	own := *lock
-	ctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		s.heartbeat(ctx, &own, ttl, lostCh)
-	}()
-	var once sync.Once
-	return lostCh, func() {
-		once.Do(cancel)
-		<-done
-	}
-}
-
-func (s *State) heartbeat(ctx context.Context, lock *Lock, ttl time.Duration, lost chan struct{}) {
-	clk := s.clk()
-	interval := max(ttl/3, time.Millisecond)
-	// The last moment the lock is known to be held until, by the wall clock.
-	held := clk.now().Add(ttl)
-	if !lock.ExpiresAt.IsZero() && lock.ExpiresAt.Before(held) {
-		held = lock.ExpiresAt
-	}
-	// The first extend comes early enough for a lock that has less than ttl
-	// left.
-	timer := clk.newTimer(min(interval, max(held.Sub(clk.now())/2, time.Millisecond)))
-	defer timer.stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.c():
-		}
-		now := clk.now()
-		if !now.Before(held) {
-			close(lost)
-			return
-		}
-		// An extend that cannot finish before the lock lapses is useless.
-		callCtx, cancel := context.WithTimeout(ctx, held.Sub(now))
-		ok, err := s.extendLock(callCtx, lock, ttl)
-		cancel()
-		switch {
-		case ctx.Err() != nil:
-			return
-		case err == nil && !ok:
-			close(lost)
-			return
-		case err == nil:
-			held = lock.ExpiresAt
-		}
-		// After an error, try again at the next tick while time is left.
-		timer.reset(min(interval, max(held.Sub(clk.now()), 0)))
-	}
-}
-
-// clock is the time source of the lock code. NewState gives every State
-// the wall clock; this package's tests give theirs a manual clock, to move
-// KeepLockAlive's heartbeat tick by tick instead of waiting for it.
-type clock interface {
-	// now returns the current wall-clock time, without a monotonic reading.
-	now() time.Time
-	// newTimer starts a timer that fires once, d from now.
-	newTimer(d time.Duration) clockTimer
-}
-
-// clockTimer is a timer of a clock, as time.Timer.
-type clockTimer interface {
-	// c delivers the time when the timer fires.
-	c() <-chan time.Time
-	// reset restarts a stopped or fired (and drained) timer, to fire d from
-	// now.
-	reset(d time.Duration)
-	// stop stops the timer.
-	stop()
-}
-
-// wallClock is the clock of time.Now and time.Timer.
-type wallClock struct{}
-
-func (wallClock) now() time.Time { return wallNow() }
-
-func (wallClock) newTimer(d time.Duration) clockTimer { return wallTimer{time.NewTimer(d)} }
-
-type wallTimer struct{ t *time.Timer }
-
-func (w wallTimer) c() <-chan time.Time { return w.t.C }
-
-func (w wallTimer) reset(d time.Duration) { w.t.Reset(d) }
-
-func (w wallTimer) stop() { w.t.Stop() }
-
-// clk returns the State's clock (the wall clock for a State not made by
-// NewState).
-func (s *State) clk() clock {
-	if s.clock == nil {
-		return wallClock{}
-	}
-	return s.clock
-}
-
-// now is the current time by the State's clock.
-func (s *State) now() time.Time { return s.clk().now() }

@@ -1,10 +1,8 @@
 package upstash_test
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
-	"net/http"
 	"regexp"
 	"runtime"
 	"strings"
@@ -12,7 +10,6 @@ import (
 	"time"
 
 	"github.com/chatstate/upstash"
-	"github.com/chatstate/upstash/upstashtest"
 )
 
 // ---- helpers ----
@@ -101,7 +98,7 @@ func heartbeatRunning() bool {
 
 func mustAcquire(t *testing.T, s *upstash.State, id string, ttl time.Duration) *upstash.Lock {
 	t.Helper()
-	lock, err := s.AcquireLock(testCtx(t), id, ttl)
+	lock, err := s.AcquireLock(ctxT(t), id, ttl)
 	must(t, err)
 	if lock == nil {
 		t.Fatalf("AcquireLock(%q) = nil", id)
@@ -111,10 +108,10 @@ func mustAcquire(t *testing.T, s *upstash.State, id string, ttl time.Duration) *
 
 func isHeld(t *testing.T, s *upstash.State, id string) bool {
 	t.Helper()
-	lock, err := s.AcquireLock(testCtx(t), id, time.Minute)
+	lock, err := s.AcquireLock(ctxT(t), id, time.Minute)
 	must(t, err)
 	if lock != nil {
-		must(t, s.ReleaseLock(testCtx(t), lock))
+		must(t, s.ReleaseLock(ctxT(t), lock))
 	}
 	return lock == nil
 }
@@ -128,212 +125,11 @@ func closed(ch <-chan struct{}) bool {
 	}
 }
 
-// ---- KeepLockAlive ----
-
-func TestKeepLockAliveKeepsLock(t *testing.T) {
-	env, clk := newLockEnv(t)
-	s := env.state
-	// Seconds: on a real Redis the time between two extends is real, and
-	// a tenfold slowdown of the requests still leaves most of the TTL.
-	const ttl = 3 * time.Second
-	lock := mustAcquire(t, s, "t", ttl)
-	ok, err := s.ExtendLock(testCtx(t), lock, ttl) // load the script: one request per extend below
-	must(t, err)
-	if !ok {
-		t.Fatal("ExtendLock = false")
-	}
-	original := *lock
-	lost, stop := s.KeepLockAlive(testCtx(t), lock, ttl)
-	defer stop()
-	if d := waitArmed(t, clk); d != ttl/3 {
-		t.Fatalf("first tick in %v, want ttl/3 = %v", d, ttl/3)
-	}
-	env.srv.ResetStats()
-	for i := 1; i <= 4; i++ { // 4 × ttl/3: past the lock's first TTL
-		_ = lock.ExpiresAt // the caller may read its lock meanwhile (-race checks)
-		env.pass(t, clk, ttl/3)
-		if d := waitArmed(t, clk); d != ttl/3 { // the tick's extend is done
-			t.Fatalf("tick %d: next tick in %v, want %v", i, d, ttl/3)
-		}
-		if n := env.srv.Stats().Commands["EVALSHA"]; n != int64(i) {
-			t.Fatalf("%d extends after %d ticks, want one per tick", n, i)
-		}
-		if closed(lost) {
-			t.Fatalf("lost was closed at tick %d while the lock was being kept alive", i)
-		}
-	}
-	if !isHeld(t, s, "t") {
-		t.Fatal("a 3 s lock lapsed after 4 s despite KeepLockAlive")
-	}
-	if *lock != original {
-		t.Errorf("KeepLockAlive mutated the caller's lock: %+v, was %+v", *lock, original)
-	}
-
-	stop()
-	if heartbeatRunning() {
-		t.Fatal("the heartbeat goroutine outlived stop()")
-	}
-	env.srv.ResetStats()
-	env.pass(t, clk, ttl+250*time.Millisecond) // past the last extend's TTL
-	if n := env.srv.Stats().TotalRequests; n != 0 {
-		t.Errorf("%d requests after stop(), want 0", n)
-	}
-	if closed(lost) {
-		t.Error("stop() closed lost")
-	}
-	if isHeld(t, s, "t") {
-		t.Error("the lock is still held after stop() and its TTL")
-	}
-	stop() // idempotent
-}
-
-func TestKeepLockAliveReportsForceRelease(t *testing.T) {
-	env, clk := newLockEnv(t)
-	s := env.state
-	const ttl = 3 * time.Second
-	lock := mustAcquire(t, s, "t", ttl)
-	lost, stop := s.KeepLockAlive(testCtx(t), lock, ttl)
-	defer stop()
-	waitArmed(t, clk)
-	must(t, s.ForceReleaseLock(testCtx(t), "t"))
-	newHolder := mustAcquire(t, s, "t", time.Minute)
-	clk.Advance(ttl / 3) // the next extend finds another token
-	waitClosed(t, lost, "lost, at the first tick after a force release")
-	// The heartbeat exits by itself and did not touch the new holder's lock.
-	waitStopped(t, clk)
-	waitFor(t, func() bool { return !heartbeatRunning() }, "the heartbeat to exit after losing the lock")
-	if got := rawString(t, env.client, "GET", "chat-sdk:lock:t"); got != newHolder.Token {
-		t.Errorf("lock holds %q, want the new holder's token", got)
-	}
-	wantTTLBetween(t, env.client, "chat-sdk:lock:t", 50*time.Second, time.Minute)
-}
-
-func TestKeepLockAliveLostWhenExtendsKeepFailing(t *testing.T) {
-	env, clk := newLockEnv(t)
-	s := env.state
-	const ttl = 3 * time.Second
-	lock := mustAcquire(t, s, "t", ttl)
-	lost, stop := s.KeepLockAlive(testCtx(t), lock, ttl)
-	defer stop()
-	waitArmed(t, clk)
-	env.srv.SetFaultRate(1, upstashtest.FaultStatus) // every request fails with 503
-	defer env.srv.ClearFaults()
-	env.srv.ResetStats()
-	// Not before the lock could have lapsed: errors are retried meanwhile.
-	for i := 1; i <= 2; i++ {
-		clk.Advance(ttl / 3)
-		waitArmed(t, clk) // the extend failed and the next tick is armed
-		if n := env.srv.Stats().Faults[upstashtest.FaultStatus]; n == 0 {
-			t.Fatalf("tick %d: no extend reached the server", i)
-		}
-		if closed(lost) {
-			t.Fatalf("lost was closed at tick %d, %v before the lock could lapse", i, ttl-time.Duration(i)*ttl/3)
-		}
-	}
-	clk.Advance(ttl / 3) // ttl has passed since the last successful extend
-	waitClosed(t, lost, "lost, once ttl passed with every extend failing")
-}
-
-func TestKeepLockAliveStopsWithContext(t *testing.T) {
-	env, clk := newLockEnv(t)
-	s := env.state
-	lock := mustAcquire(t, s, "t", time.Second)
-	ctx, cancel := context.WithCancel(context.Background())
-	lost, stop := s.KeepLockAlive(ctx, lock, time.Second)
-	waitArmed(t, clk)
-	cancel()
-	waitStopped(t, clk)
-	waitFor(t, func() bool { return !heartbeatRunning() }, "the heartbeat to exit after ctx is done")
-	stop()
-	if closed(lost) {
-		t.Error("cancelling ctx closed lost")
-	}
-}
-
-func TestKeepLockAliveStopCancelsExtendInFlight(t *testing.T) {
-	env, clk := newLockEnv(t)
-	s := env.state
-	// With an hour-long ttl, an extend may take 40 minutes before the
-	// heartbeat gives up on it by itself; and ctx has no deadline.
-	const ttl = time.Hour
-	lock := mustAcquire(t, s, "t", ttl)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	lost, stop := s.KeepLockAlive(ctx, lock, ttl)
-	waitArmed(t, clk)
-	env.srv.SetLatency(ttl) // the next extend hangs on the server
-	defer env.srv.SetLatency(0)
-	env.srv.ResetStats()
-	clk.Advance(ttl / 3)
-	waitFor(t, func() bool { return env.srv.Stats().TotalRequests > 0 }, "the extend to reach the server")
-	stopped := make(chan struct{})
-	go func() {
-		stop()
-		close(stopped)
-	}()
-	waitClosed(t, stopped, "stop() with an extend in flight (it must cancel the request, which the server holds for an hour)")
-	if heartbeatRunning() {
-		t.Error("the heartbeat goroutine outlived stop()")
-	}
-	if closed(lost) {
-		t.Error("stop() closed lost")
-	}
-}
-
-func TestKeepLockAliveBadInput(t *testing.T) {
-	env := newStateEnv(t)
-	s := env.state
-	lock := mustAcquire(t, s, "t", time.Minute)
-	for name, tc := range map[string]struct {
-		lock *upstash.Lock
-		ttl  time.Duration
-	}{
-		"nil lock":  {nil, time.Second},
-		"no token":  {&upstash.Lock{ThreadID: "t"}, time.Second},
-		"zero ttl":  {lock, 0},
-		"negative":  {lock, -time.Second},
-		"no thread": {&upstash.Lock{Token: "x"}, time.Second},
-	} {
-		lost, stop := s.KeepLockAlive(testCtx(t), tc.lock, tc.ttl)
-		if !closed(lost) {
-			t.Errorf("%s: lost is not closed", name)
-		}
-		stop()
-	}
-	if heartbeatRunning() {
-		t.Error("a heartbeat started for bad input")
-	}
-}
-
-func TestKeepLockAliveShortRemainingTime(t *testing.T) {
-	env, clk := newLockEnv(t)
-	s := env.state
-	// The lock has 4 s left but the heartbeat's ttl is 60 s: the first
-	// extend must come before the lock lapses (at half the time left), not
-	// after ttl/3 = 20 s.
-	lock := mustAcquire(t, s, "t", 4*time.Second)
-	lost, stop := s.KeepLockAlive(testCtx(t), lock, time.Minute)
-	defer stop()
-	d := waitArmed(t, clk)
-	if d != 2*time.Second {
-		t.Fatalf("first tick in %v, want 2 s: half the time the lock has left", d)
-	}
-	env.pass(t, clk, d)
-	waitArmed(t, clk) // the extend is done
-	if closed(lost) {
-		t.Fatal("lost was closed")
-	}
-	if !isHeld(t, s, "t") {
-		t.Fatal("the lock lapsed before the first extend")
-	}
-	wantTTLBetween(t, env.client, "chat-sdk:lock:t", 50*time.Second, time.Minute)
-}
-
 // ---- locks: layout, lost replies, JSON ----
 
 func TestStateLayoutLock(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, c, s := testCtx(t), env.client, env.state
+	ctx, c, s := ctxT(t), env.client, env.state
 	lock, err := s.AcquireLock(ctx, "slack:C1:1.2", 30*time.Second)
 	must(t, err)
 	if lock == nil {
@@ -366,7 +162,7 @@ func TestStateLayoutLock(t *testing.T) {
 	wantTTLBetween(t, c, key, 9*time.Second, 10*time.Second)
 
 	// A lock taken by TypeScript is respected, and its JSON decodes.
-	raw(t, c, "SET", "chat-sdk:lock:ts", "redis_1712345678901_abc123", "PX", 30000)
+	mustDo(t, c, "SET", "chat-sdk:lock:ts", "redis_1712345678901_abc123", "PX", 30000)
 	if l, err := s.AcquireLock(ctx, "ts", time.Minute); err != nil || l != nil {
 		t.Fatalf("AcquireLock of a TypeScript-held lock = %v, %v", l, err)
 	}
@@ -383,37 +179,162 @@ func TestStateLayoutLock(t *testing.T) {
 	}
 }
 
-func TestAcquireLockLostReply(t *testing.T) {
+// TestAcquireLockRepeats: the token is the acquire's operation id. A retry
+// after a lost reply finds its own token and reports the lock held, with
+// the fence it got; (nil, nil) means another token is in the key, and only
+// that.
+func TestAcquireLockRepeats(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, s := testCtx(t), env.state
-	// The SET NX runs but its reply is lost: the GET that follows finds our
-	// token, so the lock is ours.
+	ctx, c, s := ctxT(t), env.client, env.state
+	warmScripts(t, s)
+	must(t, env.srv.FlushAll())
 	env.srv.DropResponseNext(1)
 	lock, err := s.AcquireLock(ctx, "t", time.Minute)
 	must(t, err)
 	if lock == nil {
-		t.Fatal("AcquireLock after a lost reply = nil; the SET had landed")
+		t.Fatal("AcquireLock after a lost reply = nil; the first attempt took the lock")
 	}
-	if got := rawString(t, env.client, "GET", "chat-sdk:lock:t"); got != lock.Token {
+	if got := rawString(t, c, "GET", "chat-sdk:lock:t"); got != lock.Token {
 		t.Errorf("lock holds %q, want our token %q", got, lock.Token)
 	}
-	// Someone else holds it and our reply is lost: not acquired.
-	env.srv.DropResponseNext(1)
-	other, err := s.AcquireLock(ctx, "t", time.Minute)
-	if err != nil || other != nil {
-		t.Fatalf("AcquireLock of a held lock after a lost reply = %v, %v; want nil, nil", other, err)
+	if got := rawString(t, c, "GET", "chat-sdk:fence:t"); got != itoa(lock.Fence) {
+		t.Errorf("fence key holds %s, want the fence the retry returned, %d", got, lock.Fence)
 	}
-	if got := rawString(t, env.client, "GET", "chat-sdk:lock:t"); got != lock.Token {
-		t.Errorf("after a failed acquire with a lost reply the lock holds %q, want the holder's %q", got, lock.Token)
+	// Held by someone else, with a lost reply or a reset or a 503: busy.
+	for _, fk := range faultKinds {
+		fk.inject(env.srv)
+		other, err := s.AcquireLock(ctx, "t", time.Minute)
+		if err != nil || other != nil {
+			t.Fatalf("%s: AcquireLock of a held lock = %v, %v; want nil, nil", fk.name, other, err)
+		}
 	}
-	// The reply is lost and the read-back fails as well: the outcome is unknown.
-	env.srv.DropResponseNext(1)
-	env.srv.FailNext(10, http.StatusServiceUnavailable)
-	_, err = s.AcquireLock(ctx, "u", time.Minute)
-	if !errors.Is(err, upstash.ErrOutcomeUnknown) {
-		t.Fatalf("AcquireLock with the reply and the read-back lost: %v, want ErrOutcomeUnknown", err)
+	if got := rawString(t, c, "GET", "chat-sdk:lock:t"); got != lock.Token {
+		t.Errorf("the holder's lock holds %q", got)
 	}
-	env.srv.ClearFaults()
+	// A free lock is never reported busy, whatever failed first.
+	for i, fk := range faultKinds {
+		id := "free" + itoa(int64(i))
+		fk.inject(env.srv)
+		l, err := s.AcquireLock(ctx, id, time.Minute)
+		if err != nil || l == nil {
+			t.Errorf("%s: AcquireLock of a free lock = %v, %v; want the lock", fk.name, l, err)
+		}
+	}
+}
+
+func TestLockFence(t *testing.T) {
+	env := newStateEnv(t)
+	ctx, c, s := ctxT(t), env.client, env.state
+	a := mustAcquire(t, s, "t", time.Minute)
+	if a.Fence <= 0 {
+		t.Fatalf("Fence = %d", a.Fence)
+	}
+	// The fence follows the server's clock in microseconds.
+	serverNow := func() int64 {
+		parts, err := mustDo(t, c, "TIME").Strings()
+		must(t, err)
+		sec, _ := json.Number(parts[0]).Int64()
+		usec, _ := json.Number(parts[1]).Int64()
+		return sec*1e6 + usec
+	}
+	if now := serverNow(); a.Fence > now || a.Fence < now-int64(time.Minute/time.Microsecond) {
+		t.Errorf("Fence %d is not the server's time in µs (now %d)", a.Fence, now)
+	}
+	// The counter lives as long as the lock, and moves with it.
+	if lt, ft := pttl(t, c, "chat-sdk:lock:t"), pttl(t, c, "chat-sdk:fence:t"); ft < lt-time.Second || ft > lt {
+		t.Errorf("fence PTTL %v, lock PTTL %v: want the same", ft, lt)
+	}
+	must(t, s.Refresh(ctx, a, 2*time.Minute))
+	wantTTLBetween(t, c, "chat-sdk:fence:t", 119*time.Second, 2*time.Minute)
+
+	// Strictly increasing: after a release, a force release, a TypeScript
+	// holder, and a counter far ahead of the clock.
+	last := a.Fence
+	next := func(what string) *upstash.Lock {
+		t.Helper()
+		l := mustAcquire(t, s, "t", time.Minute)
+		if l.Fence <= last {
+			t.Errorf("%s: fence %d after %d, want larger", what, l.Fence, last)
+		}
+		last = l.Fence
+		return l
+	}
+	must(t, s.Unlock(ctx, a))
+	b := next("after a release")
+	must(t, s.ForceReleaseLock(ctx, "t"))
+	_ = next("after a force release")
+	must(t, s.ForceReleaseLock(ctx, "t"))
+	mustDo(t, c, "SET", "chat-sdk:lock:t", "redis_1_ts", "PX", 100)
+	waitFor(t, func() bool { return rawInt(t, c, "EXISTS", "chat-sdk:lock:t") == 0 }, "the TypeScript lock to expire")
+	_ = next("after a TypeScript holder")
+	must(t, s.ForceReleaseLock(ctx, "t"))
+	ahead := serverNow() + 3600e6
+	mustDo(t, c, "SET", "chat-sdk:fence:t", itoa(ahead), "PX", 60000)
+	if l := next("with the counter ahead of the clock"); l.Fence != ahead+1 {
+		t.Errorf("fence %d, want the counter + 1 = %d", l.Fence, ahead+1)
+	}
+	// After the lock and the counter expired: the clock alone still gives
+	// a larger number.
+	must(t, s.ForceReleaseLock(ctx, "t"))
+	mustDo(t, c, "DEL", "chat-sdk:fence:t")
+	short := mustAcquire(t, s, "u", 50*time.Millisecond)
+	waitFor(t, func() bool {
+		return rawInt(t, c, "EXISTS", "chat-sdk:lock:u") == 0 && rawInt(t, c, "EXISTS", "chat-sdk:fence:u") == 0
+	}, "the lock and its counter to expire")
+	if l := mustAcquire(t, s, "u", time.Minute); l.Fence <= short.Fence {
+		t.Errorf("fence %d after expiry, want more than %d", l.Fence, short.Fence)
+	}
+	// Fence is Go's own: not in the JSON form.
+	if data, err := json.Marshal(b); err != nil || strings.Contains(string(data), "ence") {
+		t.Errorf("json.Marshal(lock) = %s, %v", data, err)
+	}
+}
+
+// TestUnlockAndRefresh: the honest release and extend tell "done" from "not
+// held any more"; ReleaseLock and ExtendLock keep the TypeScript contract.
+func TestUnlockAndRefresh(t *testing.T) {
+	env := newStateEnv(t)
+	ctx, s := ctxT(t), env.state
+	lock := mustAcquire(t, s, "t", time.Minute)
+	before := time.Now()
+	must(t, s.Refresh(ctx, lock, 2*time.Minute))
+	if lock.ExpiresAt.Before(before.Add(2 * time.Minute).Add(-time.Millisecond)) {
+		t.Errorf("Refresh left ExpiresAt at %v", lock.ExpiresAt)
+	}
+	must(t, s.Unlock(ctx, lock))
+	err := s.Unlock(ctx, lock)
+	if !errors.Is(err, upstash.ErrLockNotHeld) || !strings.HasPrefix(err.Error(), "upstash: Unlock: ") {
+		t.Errorf("a second Unlock: %v, want ErrLockNotHeld", err)
+	}
+	must(t, s.ReleaseLock(ctx, lock)) // the TypeScript contract: silent
+	err = s.Refresh(ctx, lock, time.Minute)
+	if !errors.Is(err, upstash.ErrLockNotHeld) || !strings.HasPrefix(err.Error(), "upstash: Refresh: ") {
+		t.Errorf("Refresh of a released lock: %v, want ErrLockNotHeld", err)
+	}
+	if ok, err := s.ExtendLock(ctx, lock, time.Minute); ok || err != nil {
+		t.Errorf("ExtendLock of a released lock = %v, %v; want false, nil", ok, err)
+	}
+	// Force-released and taken over.
+	old := mustAcquire(t, s, "u", time.Minute)
+	must(t, s.ForceReleaseLock(ctx, "u"))
+	mustAcquire(t, s, "u", time.Minute)
+	if err := s.Refresh(ctx, old, time.Minute); !errors.Is(err, upstash.ErrLockNotHeld) {
+		t.Errorf("Refresh of a taken-over lock: %v", err)
+	}
+	if err := s.Unlock(ctx, old); !errors.Is(err, upstash.ErrLockNotHeld) {
+		t.Errorf("Unlock of a taken-over lock: %v", err)
+	}
+	if !isHeld(t, s, "u") {
+		t.Error("the stale Unlock freed the new holder's lock")
+	}
+	for name, err := range map[string]error{
+		"Unlock":  s.Unlock(ctx, nil),
+		"Refresh": s.Refresh(ctx, &upstash.Lock{ThreadID: "t", Token: "x"}, 0),
+	} {
+		if !errors.Is(err, upstash.ErrInvalidArgument) {
+			t.Errorf("%s with bad input: %v", name, err)
+		}
+	}
 }
 
 func TestLockJSON(t *testing.T) {

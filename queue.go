@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 	"unicode/utf8"
 )
@@ -80,7 +81,7 @@ func (e *QueueEntry) UnmarshalJSON(data []byte) error {
 //go:embed enqueue.lua
 var enqueueSource string
 
-var enqueueScript = NewScript(enqueueSource)
+var enqueueScript = NewScript(enqueueSource).Idempotent()
 
 // minQueueTTL is state-redis's floor for the queue list's TTL.
 const minQueueTTL = 60 * time.Second
@@ -88,10 +89,12 @@ const minQueueTTL = 60 * time.Second
 // Enqueue appends entry's JSON to {p}:queue:{threadID} in one script:
 // RPUSH; LTRIM to the newest maxSize entries when maxSize > 0; PEXPIRE the
 // list to max(entry.ExpiresAt − now, 60 s) (state-redis's rule, computed on
-// the client); and returns LLEN, the new depth. maxSize 0 means no limit;
-// maxSize < 0, an empty or invalid Message, or a zero ExpiresAt are refused
-// with ErrInvalidArgument. The script is never retried after the request
-// may have landed (the error then matches ErrOutcomeUnknown).
+// the client); and returns LLEN, the new depth. maxSize 0 means no limit; a
+// maxSize that is negative or above MaxListLength, an empty or invalid
+// Message, or a zero ExpiresAt are refused with ErrInvalidArgument. The
+// script carries an operation id (see State): a retry after a lost reply
+// never queues the entry twice, and returns the depth of the single
+// application.
 func (s *State) Enqueue(ctx context.Context, threadID string, entry QueueEntry, maxSize int) (int, error) {
 	n, err := s.enqueue(ctx, threadID, entry, maxSize)
 	return n, opError("Enqueue", err)
@@ -101,8 +104,8 @@ func (s *State) enqueue(ctx context.Context, threadID string, entry QueueEntry, 
 	if err := checkID("thread id", threadID); err != nil {
 		return 0, err
 	}
-	if maxSize < 0 {
-		return 0, fmt.Errorf("%w: thread %q: negative maxSize %d", ErrInvalidArgument, threadID, maxSize)
+	if err := checkLength("maxSize", threadID, maxSize); err != nil {
+		return 0, err
 	}
 	if len(entry.Message) == 0 || !json.Valid(entry.Message) || !utf8.Valid(entry.Message) {
 		return 0, fmt.Errorf("%w: thread %q: entry message is empty or not valid JSON", ErrInvalidArgument, threadID)
@@ -114,29 +117,45 @@ func (s *State) enqueue(ctx context.Context, threadID string, entry QueueEntry, 
 	if err != nil {
 		return 0, fmt.Errorf("%w: thread %q: %w", ErrInvalidArgument, threadID, err)
 	}
-	ttl := max(entry.ExpiresAt.Sub(wallNow()), minQueueTTL)
-	v, err := enqueueScript.Run(ctx, s.c, []string{s.queueKey(threadID)}, string(data), maxSize, durationMillis(ttl))
+	ttl := max(entry.ExpiresAt.Sub(s.now()), minQueueTTL)
+	v, err := s.runOp(ctx, enqueueScript, []string{s.queueKey(threadID)}, string(data), strconv.Itoa(maxSize), msArg(ttl))
 	if err != nil {
 		return 0, err
 	}
-	n, err := v.Int64()
-	return int(n), err
+	r, err := opReply(v, "enqueue")
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.Atoi(r)
+	if err != nil {
+		return 0, protocolErrorf("enqueue script replied %q", truncate(r, 40))
+	}
+	return n, nil
 }
 
 //go:embed dequeue.lua
 var dequeueSource string
 
-var dequeueScript = NewScript(dequeueSource)
+var dequeueScript = NewScript(dequeueSource).Idempotent()
 
 // deadLetterTTL is how long {p}:queue-corrupt:{id} keeps corrupt entries.
 const deadLetterTTL = 7 * 24 * time.Hour
 
 // Dequeue removes and returns the oldest live entry of {p}:queue:{threadID},
 // or nil when there is none. It runs one script that pops and discards
-// expired entries (ExpiresAt at or before the client's clock, sent along)
+// expired entries (ExpiresAt before the client's clock, sent along; an
+// entry expiring at this very millisecond is live, as in the Chat SDK core)
 // until it finds a live one, which it pops and returns. This differs from
-// state-redis, whose LPOP hands expired entries back for the caller to drop;
-// the Chat SDK core drops them anyway.
+// state-redis, whose LPOP hands expired entries back for the caller to
+// drop; the Chat SDK core drops them anyway.
+//
+// The script carries an operation id (see State) and records the entry it
+// popped under {p}:op:{opID}: a retry after a lost reply pops nothing more
+// and hands over the same entry, so no entry is lost to a lost reply. If
+// every attempt fails (the error matches ErrOutcomeUnknown), the entry may
+// have been popped; it then stays in that record, which nobody reads, until
+// the record expires (10 minutes, or the call's deadline plus a minute),
+// and is lost. The record costs the entry's size for that long.
 //
 // The script reads expiresAt from the end of the entry, where both
 // JSON.stringify and Go write it, and decodes the entry with cjson only
@@ -150,8 +169,6 @@ const deadLetterTTL = 7 * 24 * time.Hour
 // next Dequeue goes on with the next entry. (state-redis throws after
 // popping such an entry, losing it.) The "queue-corrupt" namespace is not
 // one that state-redis uses, so it cannot collide with a thread's queue.
-// The script is never retried after the request may have landed (the error
-// then matches ErrOutcomeUnknown).
 func (s *State) Dequeue(ctx context.Context, threadID string) (*QueueEntry, error) {
 	e, err := s.dequeue(ctx, threadID)
 	return e, opError("Dequeue", err)
@@ -162,24 +179,26 @@ func (s *State) dequeue(ctx context.Context, threadID string) (*QueueEntry, erro
 		return nil, err
 	}
 	rkey, dead := s.queueKey(threadID), s.deadLetterKey(threadID)
-	v, err := dequeueScript.Run(ctx, s.c, []string{rkey, dead}, wallNow().UnixMilli(), deadLetterTTL.Milliseconds())
+	v, err := s.runOp(ctx, dequeueScript, []string{rkey, dead}, strconv.FormatInt(s.now().UnixMilli(), 10), msArg(deadLetterTTL))
 	if err != nil {
 		return nil, err
 	}
-	if v.IsNil() {
+	r, err := opReply(v, "dequeue")
+	if err != nil {
+		return nil, err
+	}
+	status, raw := "", []byte(nil)
+	if r != "" {
+		status, raw = r[:1], []byte(r[1:])
+	}
+	switch status {
+	case "n":
 		return nil, nil
-	}
-	parts, err := v.Array()
-	if err != nil || len(parts) != 2 {
-		return nil, protocolErrorf("dequeue script replied %s", v)
-	}
-	status, err1 := parts[0].Int64()
-	raw, err2 := parts[1].Bytes()
-	if err1 != nil || err2 != nil {
-		return nil, protocolErrorf("dequeue script replied %s", v)
-	}
-	if status != 1 {
+	case "c":
 		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry has no readable expiresAt; moved to %s", dead)}
+	case "e":
+	default:
+		return nil, protocolErrorf("dequeue script replied %q", truncate(r, 40))
 	}
 	var e QueueEntry
 	decodeErr := errors.New("not valid UTF-8")
@@ -190,11 +209,12 @@ func (s *State) dequeue(ctx context.Context, threadID string) (*QueueEntry, erro
 		return &e, nil
 	}
 	// The script took the entry off the queue; keep its bytes in the
-	// dead-letter list rather than losing them.
-	results, err := s.c.Pipeline(ctx, Cmd("RPUSH", dead, raw), Cmd("PEXPIRE", dead, deadLetterTTL.Milliseconds()))
-	if err == nil {
-		err = results[0].Err
+	// dead-letter list rather than losing them (append.lua, with an
+	// operation id of its own).
+	if !utf8.Valid(raw) {
+		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry cannot be decoded (%s) and cannot be sent back to move it to %s (a request carries only valid UTF-8)", withoutPrefix(decodeErr), dead)}
 	}
+	_, err = s.runOp(ctx, appendScript, []string{dead}, string(raw), "0", msArg(deadLetterTTL))
 	if err != nil {
 		return nil, &CorruptValueError{Key: rkey, Index: 0, Raw: raw, Err: fmt.Errorf("queue entry cannot be decoded (%s) and could not be moved to %s: %w", withoutPrefix(decodeErr), dead, unprefixed{err})}
 	}

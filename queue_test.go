@@ -12,7 +12,7 @@ import (
 
 func TestStateLayoutQueue(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, c, s := testCtx(t), env.client, env.state
+	ctx, c, s := ctxT(t), env.client, env.state
 	enq := time.UnixMilli(time.Now().UnixMilli())
 	e := upstash.QueueEntry{Message: json.RawMessage(`{"text":"hi"}`), EnqueuedAt: enq, ExpiresAt: enq.Add(90 * time.Second)}
 	n, err := s.Enqueue(ctx, "T1", e, 10)
@@ -34,7 +34,7 @@ func TestStateLayoutQueue(t *testing.T) {
 
 	// An entry written by TypeScript is dequeued.
 	now := time.Now().UnixMilli()
-	raw(t, c, "RPUSH", "chat-sdk:queue:T3",
+	mustDo(t, c, "RPUSH", "chat-sdk:queue:T3",
 		`{"message":{"id":"old"},"enqueuedAt":1,"expiresAt":2}`,
 		`{"message":{"id":"m1","raw":{"a":[1,2]}},"enqueuedAt":`+itoa(now)+`,"expiresAt":`+itoa(now+90000)+`}`)
 	got, err := s.Dequeue(ctx, "T3")
@@ -57,7 +57,7 @@ func TestStateLayoutQueue(t *testing.T) {
 		"deep message":    `{"message":` + deep + `,"enqueuedAt":1,"expiresAt":` + exp + `}`,
 		"float expiresAt": `{"message":"c","enqueuedAt":1,"expiresAt":` + exp + `.5}`,
 	} {
-		raw(t, c, "RPUSH", "chat-sdk:queue:T4", `{"message":"stale","enqueuedAt":1,"expiresAt":2}`, entry)
+		mustDo(t, c, "RPUSH", "chat-sdk:queue:T4", `{"message":"stale","enqueuedAt":1,"expiresAt":2}`, entry)
 		got, err := s.Dequeue(ctx, "T4")
 		if err != nil || got == nil || got.ExpiresAt.UnixMilli() != now+90000 {
 			t.Errorf("Dequeue of an entry with %s = %+v, %v", name, got, err)
@@ -70,15 +70,15 @@ func TestStateLayoutQueue(t *testing.T) {
 
 func TestStateCorruptQueueEntries(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, c, s := testCtx(t), env.client, env.state
+	ctx, c, s := ctxT(t), env.client, env.state
 	var ce *upstash.CorruptValueError
 	// A corrupt queue entry is moved to the dead-letter list, not lost, and
 	// does not block the queue: the next Dequeue returns the next entry.
 	// The last case has a readable expiresAt at its end but is not JSON, so
 	// the script pops it and Go moves it.
 	for _, bad := range []string{`not json`, `{"message":1}`, `{"message":1,"expiresAt":"soon"}`, `[1,2]`, `"str"`, `{"message":,"expiresAt":99999999999999}`} {
-		raw(t, c, "DEL", "chat-sdk:queue:bad", "chat-sdk:queue-corrupt:bad")
-		raw(t, c, "RPUSH", "chat-sdk:queue:bad", bad, `{"message":2,"enqueuedAt":1,"expiresAt":99999999999999}`)
+		mustDo(t, c, "DEL", "chat-sdk:queue:bad", "chat-sdk:queue-corrupt:bad")
+		mustDo(t, c, "RPUSH", "chat-sdk:queue:bad", bad, `{"message":2,"enqueuedAt":1,"expiresAt":99999999999999}`)
 		e, err := s.Dequeue(ctx, "bad")
 		if !errors.As(err, &ce) || e != nil || ce.Key != "chat-sdk:queue:bad" || string(ce.Raw) != bad {
 			t.Errorf("Dequeue with head %s = %v, %v (%+v); want a *CorruptValueError", bad, e, err, ce)
@@ -103,12 +103,12 @@ func TestStateCorruptQueueEntries(t *testing.T) {
 
 func TestStateScriptCacheFlushed(t *testing.T) {
 	env := newStateEnv(t)
-	ctx, s := testCtx(t), env.state
+	ctx, s := ctxT(t), env.state
 	e, err := upstash.NewQueueEntry("m", time.Minute)
 	must(t, err)
 	_, err = s.Enqueue(ctx, "q", e, 0)
 	must(t, err)
-	raw(t, env.client, "SCRIPT", "FLUSH")
+	mustDo(t, env.client, "SCRIPT", "FLUSH")
 	got, err := s.Dequeue(ctx, "q")
 	must(t, err)
 	if got == nil || string(got.Message) != `"m"` {
@@ -156,4 +156,25 @@ func TestQueueEntryJSON(t *testing.T) {
 func itoa(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
+}
+
+// TestDequeueKeepsEntryExpiringNow: an entry whose expiresAt is this very
+// millisecond is live, as in the Chat SDK core (now <= expiresAt); one a
+// millisecond older is discarded.
+func TestDequeueKeepsEntryExpiringNow(t *testing.T) {
+	env := newStateEnv(t)
+	clk := upstash.NewManualClock()
+	upstash.SetClock(env.state, clk)
+	now := clk.Now().UnixMilli()
+	mustDo(t, env.client, "RPUSH", "chat-sdk:queue:q",
+		`{"message":"stale","enqueuedAt":1,"expiresAt":`+itoa(now-1)+`}`,
+		`{"message":"now","enqueuedAt":1,"expiresAt":`+itoa(now)+`}`)
+	e, err := env.state.Dequeue(ctxT(t), "q")
+	must(t, err)
+	if e == nil || string(e.Message) != `"now"` {
+		t.Fatalf("Dequeue = %+v, want the entry expiring now", e)
+	}
+	if n := rawInt(t, env.client, "LLEN", "chat-sdk:queue:q"); n != 0 {
+		t.Errorf("LLEN = %d, want 0", n)
+	}
 }

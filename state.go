@@ -2,6 +2,7 @@ package upstash
 
 import (
 	"context"
+	_ "embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -73,6 +74,9 @@ const DefaultKeyPrefix = "chat-sdk"
 
 type stateSettings struct {
 	prefix string
+	// boundLocks and lockMargin: WithLockTTLWithinDeadline.
+	boundLocks bool
+	lockMargin time.Duration
 }
 
 // StateOption configures a State. NewState with no options gives the
@@ -85,6 +89,16 @@ func WithKeyPrefix(prefix string) StateOption {
 	return func(s *stateSettings) { s.prefix = prefix }
 }
 
+// WithLockTTLWithinDeadline bounds the TTL of every lock the State takes
+// or extends (AcquireLock, AcquireLockWait, ExtendLock, Refresh,
+// KeepLockAlive, WithLock) by the call context's deadline plus margin, as
+// TTLWithinDeadline does. A function killed at its deadline (Lambda,
+// Vercel) then leaves a lock that lapses margin after it, instead of a
+// full TTL later. Contexts without a deadline are not affected.
+func WithLockTTLWithinDeadline(margin time.Duration) StateOption {
+	return func(s *stateSettings) { s.boundLocks, s.lockMargin = true, margin }
+}
+
 // State implements StateAdapter over Upstash Redis, byte-compatible with
 // @chat-adapter/state-redis: Go and TypeScript bots can share one database.
 // Keys ({p} is the prefix, "chat-sdk" by default):
@@ -95,10 +109,29 @@ func WithKeyPrefix(prefix string) StateOption {
 //	{p}:list:{key}            LIST of JSON texts
 //	{p}:queue:{id}            LIST of JSON queue entries
 //	{p}:queue-corrupt:{id}    LIST of queue entries Dequeue could not read
+//	{p}:op:{opID}             the recorded outcome of one operation (Go only)
+//	{p}:fence:{id}            the lock's fencing counter (Go only)
 //
 // Values are stored as their raw JSON text with no envelope: the string
 // "abc" is stored with its quotes, true as true. Every operation is one HTTP
-// request; scripts are sent as EVALSHA with an EVAL fallback.
+// request; scripts are sent as EVALSHA with an EVAL fallback, and every
+// script declares Upstash's allow-key-locking flag, so it locks only the
+// keys it names instead of the whole database.
+//
+// Exactly once on the wire: every operation whose repeat could change
+// anything (Subscribe, Unsubscribe, Set, SetIfNotExists, Delete,
+// AppendToList, Enqueue, Dequeue and the lock operations) runs as one
+// script that carries a random operation id, made once per call. The
+// script records its outcome under {p}:op:{opID} (a few dozen bytes; for
+// Dequeue, the entry it popped) for at least 10 minutes, or the call's
+// deadline plus a minute when that is longer, and a repeat of the same id
+// applies nothing and returns the recorded outcome. So these operations
+// are retried like reads (after a lost reply, a reset, a 503, or net/http
+// resending the request), a retry never lands on top of another client's
+// newer write, and the result is the one of the single application. Only
+// when every attempt within the deadline failed does the error match
+// ErrOutcomeUnknown: the operation then ran once or not at all. TypeScript
+// adapters never read the op and fence keys.
 //
 // An error from a State method names the method: "upstash: Enqueue: …". It
 // wraps the underlying error, so errors.Is and errors.As see the sentinels
@@ -110,6 +143,9 @@ func WithKeyPrefix(prefix string) StateOption {
 type State struct {
 	c      *Client
 	prefix string
+	// boundLocks and lockMargin: WithLockTTLWithinDeadline.
+	boundLocks bool
+	lockMargin time.Duration
 	// clock is the time source of locks and KeepLockAlive: the wall clock,
 	// or a manual clock in this package's tests.
 	clock clock
@@ -126,7 +162,7 @@ func NewState(c *Client, opts ...StateOption) *State {
 	if s.prefix == "" {
 		s.prefix = DefaultKeyPrefix
 	}
-	return &State{c: c, prefix: s.prefix, clock: wallClock{}}
+	return &State{c: c, prefix: s.prefix, boundLocks: s.boundLocks, lockMargin: s.lockMargin, clock: wallClock{}}
 }
 
 // Client returns the client the state runs on, for commands of its own.
@@ -185,23 +221,39 @@ func (s *State) Connect(ctx context.Context) error {
 // usable afterwards (state-redis would refuse calls until connect).
 func (s *State) Disconnect(ctx context.Context) error { return nil }
 
-// Subscribe runs SADD {p}:subscriptions threadID. The reply is discarded,
-// so the command is safe to retry after a lost reply.
+// The scripts of the subscription and cache operations (see op.go).
+var (
+	//go:embed subscription.lua
+	subscriptionSource string
+	subscriptionScript = NewScript(subscriptionSource).Idempotent()
+
+	//go:embed set.lua
+	setSource string
+	setScript = NewScript(setSource).Idempotent()
+
+	//go:embed delete.lua
+	deleteSource string
+	deleteScript = NewScript(deleteSource).Idempotent()
+)
+
+// Subscribe adds threadID to the set {p}:subscriptions (SADD, in a script
+// with an operation id: a retry cannot undo a later Unsubscribe).
 func (s *State) Subscribe(ctx context.Context, threadID string) error {
-	if err := checkID("thread id", threadID); err != nil {
-		return opError("Subscribe", err)
-	}
-	_, err := s.c.Run(ctx, Cmd("SADD", s.subscriptionsKey(), threadID).Idempotent())
-	return opError("Subscribe", err)
+	return opError("Subscribe", s.subscription(ctx, "SADD", threadID))
 }
 
-// Unsubscribe runs SREM {p}:subscriptions threadID (retried like Subscribe).
+// Unsubscribe removes threadID from {p}:subscriptions (SREM, in a script
+// with an operation id, as Subscribe).
 func (s *State) Unsubscribe(ctx context.Context, threadID string) error {
+	return opError("Unsubscribe", s.subscription(ctx, "SREM", threadID))
+}
+
+func (s *State) subscription(ctx context.Context, command, threadID string) error {
 	if err := checkID("thread id", threadID); err != nil {
-		return opError("Unsubscribe", err)
+		return err
 	}
-	_, err := s.c.Run(ctx, Cmd("SREM", s.subscriptionsKey(), threadID).Idempotent())
-	return opError("Unsubscribe", err)
+	_, err := s.runOp(ctx, subscriptionScript, []string{s.subscriptionsKey()}, command, threadID)
+	return err
 }
 
 // IsSubscribed runs SISMEMBER {p}:subscriptions threadID.
@@ -282,63 +334,37 @@ func GetJSON[T any](ctx context.Context, s StateAdapter, key string) (value T, f
 
 // Set encodes value as JSON and stores it at {p}:cache:{key}.
 //
-// ttl 0 sends a plain SET, which also clears any TTL the key had (as
-// state-redis does); ttl > 0 sends SET PX (milliseconds, a sub-millisecond
-// remainder rounded up); a negative ttl is refused with ErrInvalidArgument.
+// ttl 0 stores it without expiry, clearing any TTL the key had (as
+// state-redis does); ttl > 0 stores it with that TTL (milliseconds, a
+// sub-millisecond remainder rounded up); a negative ttl is refused with
+// ErrInvalidArgument.
 //
 // Encoding: encoding/json, adjusted to write what JavaScript's
 // JSON.stringify writes (<, > and & unescaped, U+2028 and U+2029 raw, -0 as
 // 0), so a value stored from Go is byte-identical to the same value stored
 // by state-redis. One difference remains: encoding/json sorts map keys,
 // while JSON.stringify keeps insertion order (struct fields keep their
-// order). A json.RawMessage is stored exactly as given once it is checked to
-// be valid JSON in valid UTF-8. A []byte is stored as encoding/json encodes
-// it: a base64 JSON string (GetJSON[[]byte] reads it back); wrap
-// pre-encoded JSON in json.RawMessage instead. Values encoding/json cannot
-// encode (channels, functions, NaN, ±Inf, cycles) and strings or map keys
-// that are not valid UTF-8 (which encoding/json would silently turn into
-// U+FFFD) are refused with an error matching ErrInvalidArgument that names
-// the key, before any request.
+// order). A json.RawMessage is checked to be valid JSON in valid UTF-8 and
+// compacted like any other value: whitespace outside strings removed, the
+// sign of a zero dropped (-0 is stored as 0), \u2028 and \u2029 escapes
+// written raw; other number literals and escapes are kept as written. A
+// []byte is stored as encoding/json encodes it: a base64 JSON string
+// (GetJSON[[]byte] reads it back); wrap pre-encoded JSON in json.RawMessage
+// instead. Values encoding/json cannot encode (channels, functions, NaN,
+// ±Inf, cycles) and strings or map keys that are not valid UTF-8 at any
+// depth (which encoding/json would silently turn into U+FFFD) are refused
+// with an error matching ErrInvalidArgument that names the key, before any
+// request.
 //
-// A plain SET is safe to repeat, so it is retried after a lost reply.
+// The SET runs in a script with an operation id (see State), so a retry
+// after a lost reply never overwrites a newer write of another client.
 func (s *State) Set(ctx context.Context, key string, value any, ttl time.Duration) error {
-	return opError("Set", s.set(ctx, key, value, ttl))
+	_, err := s.set(ctx, key, value, ttl, "")
+	return opError("Set", err)
 }
 
-func (s *State) set(ctx context.Context, key string, value any, ttl time.Duration) error {
-	if err := checkID("key", key); err != nil {
-		return err
-	}
-	if ttl < 0 {
-		return fmt.Errorf("%w: key %q: negative TTL %v", ErrInvalidArgument, key, ttl)
-	}
-	data, err := encodeJSON(strconv.Quote(key), value)
-	if err != nil {
-		return err
-	}
-	args := []any{s.cacheKey(key), string(data)}
-	if ttl > 0 {
-		args = append(args, "PX", durationMillis(ttl))
-	}
-	_, err = s.c.Run(ctx, Cmd("SET", args...))
-	return err
-}
-
-// SetIfNotExists stores value at {p}:cache:{key} with SET NX (PX ttl when
-// ttl > 0), and returns true only if this call wrote it. It never
-// overwrites; an expired key counts as absent. Encoding and TTL rules are
-// those of Set.
-//
-// SET NX is never retried once the request may have reached the server: if
-// the reply is lost the error matches ErrOutcomeUnknown, and the caller
-// cannot know whether the value was written. For deduplication, treat that
-// as "not seen before" (process the message twice rather than drop it).
-func (s *State) SetIfNotExists(ctx context.Context, key string, value any, ttl time.Duration) (bool, error) {
-	ok, err := s.setIfNotExists(ctx, key, value, ttl)
-	return ok, opError("SetIfNotExists", err)
-}
-
-func (s *State) setIfNotExists(ctx context.Context, key string, value any, ttl time.Duration) (bool, error) {
+// set runs set.lua; nx is "NX" for SetIfNotExists and "" for Set.
+func (s *State) set(ctx context.Context, key string, value any, ttl time.Duration, nx string) (bool, error) {
 	if err := checkID("key", key); err != nil {
 		return false, err
 	}
@@ -349,24 +375,37 @@ func (s *State) setIfNotExists(ctx context.Context, key string, value any, ttl t
 	if err != nil {
 		return false, err
 	}
-	args := []any{s.cacheKey(key), string(data), "NX"}
-	if ttl > 0 {
-		args = append(args, "PX", durationMillis(ttl))
-	}
-	v, err := s.c.Run(ctx, Cmd("SET", args...))
+	v, err := s.runOp(ctx, setScript, []string{s.cacheKey(key)}, string(data), nx, msArg(ttl))
 	if err != nil {
 		return false, err
 	}
-	return v.Bool()
+	return opFlag(v, "SET")
 }
 
-// Delete runs DEL {p}:cache:{key}; a missing key is not an error. It is
-// retried after a lost reply (deleting twice is harmless).
+// SetIfNotExists stores value at {p}:cache:{key} only if the key is absent
+// (SET NX, with PX ttl when ttl > 0), and returns true only if this call
+// wrote it. It never overwrites; an expired key counts as absent. Encoding
+// and TTL rules are those of Set.
+//
+// The SET NX runs in a script with an operation id (see State): a retry
+// after a lost reply returns what the first run found, so true and false
+// are always exact. Only when every attempt failed does the error match
+// ErrOutcomeUnknown. For deduplication, treat that as "not seen before"
+// (process the message twice rather than drop it); it takes a failure of
+// every attempt within the call's deadline.
+func (s *State) SetIfNotExists(ctx context.Context, key string, value any, ttl time.Duration) (bool, error) {
+	ok, err := s.set(ctx, key, value, ttl, "NX")
+	return ok, opError("SetIfNotExists", err)
+}
+
+// Delete removes {p}:cache:{key}; a missing key is not an error. The DEL
+// runs in a script with an operation id (see State), so a retry never
+// deletes a value another client wrote in the meantime.
 func (s *State) Delete(ctx context.Context, key string) error {
 	if err := checkID("key", key); err != nil {
 		return opError("Delete", err)
 	}
-	_, err := s.c.Run(ctx, Cmd("DEL", s.cacheKey(key)).Idempotent())
+	_, err := s.runOp(ctx, deleteScript, []string{s.cacheKey(key)})
 	return opError("Delete", err)
 }
 
