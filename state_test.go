@@ -97,6 +97,15 @@ func TestStateConformance(t *testing.T) {
 	statetest.Run(t, func(*testing.T) upstash.StateAdapter { return env.state })
 }
 
+// TestStateConformanceFaults runs the suite with 15% of the requests
+// failing (503, reset, reply dropped, latency) on a server of its own.
+func TestStateConformanceFaults(t *testing.T) {
+	srv := upstashtest.NewServer(t, upstashtest.WithSeed(10))
+	c := clientOf(t, srv.URL, srv.Token, upstash.WithRetry(upstash.RetryPolicy{MaxRetries: 10, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}))
+	s := upstash.NewState(c)
+	statetest.RunFaults(t, srv, func(*testing.T) upstash.StateAdapter { return s })
+}
+
 func TestStateConformanceUpstash(t *testing.T) {
 	url, token := os.Getenv(upstash.EnvURL), os.Getenv(upstash.EnvToken)
 	if url == "" || token == "" {
