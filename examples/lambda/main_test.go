@@ -314,18 +314,26 @@ func TestLockLostWhileDraining(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	done := make(chan events.LambdaFunctionURLResponse)
+	// On an early failure, let m1's bot logic go on, so that nothing is left
+	// blocked behind the test.
+	var unblock sync.Once
+	defer unblock.Do(func() { close(queued) })
+	done := make(chan events.LambdaFunctionURLResponse, 1)
 	// With 30 s left the lock's TTL is 30 s, so KeepLockAlive's first
 	// heartbeat comes after 10 s: the holder, not the heartbeat, is the one
 	// to find the lock gone, at its extend before m2.
 	go func() { done <- invoke(t, a, hookFor(thread, "m1", "@bot hi"), 30*time.Second) }()
-	<-holding
+	select {
+	case <-holding:
+	case r := <-done:
+		t.Fatalf("m1 returned before its bot logic ran: %d %s", r.StatusCode, r.Body)
+	}
 	for _, id := range []string{"m2", "m3"} {
 		if r := invoke(t, a, hookFor(thread, id, "more"), 10*time.Second); r.StatusCode != 202 {
 			t.Fatalf("%s: %d %s, want 202", id, r.StatusCode, r.Body)
 		}
 	}
-	close(queued)
+	unblock.Do(func() { close(queued) })
 	r := <-done
 	if o := outcome(t, r); r.StatusCode != 200 || len(o.Handled) != 3 {
 		t.Fatalf("holder: %d %s, want m1, m2 and m3 handled", r.StatusCode, r.Body)
@@ -510,16 +518,22 @@ func TestQueueOverflowDropsOldest(t *testing.T) {
 			<-release
 		}
 	}
-	done := make(chan events.LambdaFunctionURLResponse)
+	var unblock sync.Once
+	defer unblock.Do(func() { close(release) })
+	done := make(chan events.LambdaFunctionURLResponse, 1)
 	go func() { done <- invoke(t, a, hookFor(thread, "m0", "@bot hi"), 10*time.Second) }()
-	<-holding // m0's invocation holds the lock
+	select {
+	case <-holding: // m0's invocation holds the lock
+	case r := <-done:
+		t.Fatalf("m0 returned before its bot logic ran: %d %s", r.StatusCode, r.Body)
+	}
 	for i := 1; i <= 5; i++ {
 		r := invoke(t, a, hookFor(thread, fmt.Sprintf("m%d", i), "more"), 10*time.Second)
 		if o := outcome(t, r); r.StatusCode != 202 || o.Depth != min(i, 3) {
 			t.Fatalf("m%d: %d %s, want 202 with depth %d", i, r.StatusCode, r.Body, min(i, 3))
 		}
 	}
-	close(release)
+	unblock.Do(func() { close(release) })
 	<-done
 	if n := fulls.Load(); n != 2 {
 		t.Errorf("%d queue-full events, want 2", n)
