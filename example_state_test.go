@@ -2,6 +2,7 @@ package upstash_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log"
 	"time"
@@ -84,6 +85,40 @@ func ExampleState_AcquireLock() {
 	// first invocation holds the lock: true
 	// second invocation holds the lock: false
 	// after release, a new invocation holds the lock: true
+}
+
+// Hold a thread's lock for exactly as long as a handler runs: WithLock
+// extends it while the handler works, cancels the handler's context a
+// safety margin before the lock could lapse if it cannot keep it, and
+// releases it afterwards. A second invocation finds it busy.
+func ExampleState_WithLock() {
+	state, done := newExampleState()
+	defer done()
+	ctx := context.Background()
+
+	err := state.WithLock(ctx, "slack:C123:1.2", 30*time.Second, func(ctx context.Context, lock *upstash.HeldLock) error {
+		// Check ctx before each write that needs the lock; pass
+		// lock.Fence() to stores that can refuse a stale holder.
+		fmt.Println("handler runs, fence issued:", lock.Fence() > 0)
+
+		err := state.WithLock(ctx, "slack:C123:1.2", 30*time.Second, func(context.Context, *upstash.HeldLock) error {
+			return nil
+		})
+		fmt.Println("a concurrent invocation is busy:", errors.Is(err, upstash.ErrLockBusy))
+		return ctx.Err()
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	lock, err := state.AcquireLock(ctx, "slack:C123:1.2", 30*time.Second)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("released afterwards:", lock != nil)
+	// Output:
+	// handler runs, fence issued: true
+	// a concurrent invocation is busy: true
+	// released afterwards: true
 }
 
 // Queue messages that arrive while the thread is busy; the lock holder

@@ -4,9 +4,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -622,5 +625,154 @@ func TestStateInputRanges(t *testing.T) {
 		if n != i {
 			t.Errorf("Enqueue %d returned depth %d", i, n)
 		}
+	}
+}
+
+// freezeProxy sits between a client and the test server and plays what a
+// frozen process (a Lambda between invocations) lives through: freeze
+// closes the server's side of every connection, as an idle timeout on the
+// server would, while the client, stopped, notices nothing (no FIN reaches
+// it). The first bytes the client then sends on such a connection are
+// answered with a TCP reset and never reach the server.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+	resets atomic.Int32 // requests answered with a reset
+	mu     sync.Mutex
+	pairs  []*proxyPair
+}
+
+type proxyPair struct {
+	client, server net.Conn
+	frozen         atomic.Bool
+}
+
+func newFreezeProxy(t *testing.T, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	p := &freezeProxy{ln: ln, target: target}
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		for _, pr := range p.pairs {
+			pr.client.Close()
+			pr.server.Close()
+		}
+	})
+	go p.serve()
+	return p
+}
+
+func (p *freezeProxy) URL() string { return "http://" + p.ln.Addr().String() }
+
+func (p *freezeProxy) serve() {
+	for {
+		client, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		server, err := net.Dial("tcp", p.target)
+		if err != nil {
+			client.Close()
+			continue
+		}
+		pr := &proxyPair{client: client, server: server}
+		p.mu.Lock()
+		p.pairs = append(p.pairs, pr)
+		p.mu.Unlock()
+		go func() { // client to server
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := client.Read(buf)
+				if n > 0 && pr.frozen.Load() {
+					p.resets.Add(1)
+					if tc, ok := client.(*net.TCPConn); ok {
+						_ = tc.SetLinger(0)
+					}
+					client.Close()
+					return
+				}
+				if n > 0 {
+					if _, werr := server.Write(buf[:n]); werr != nil {
+						client.Close()
+						return
+					}
+				}
+				if err != nil {
+					server.Close()
+					return
+				}
+			}
+		}()
+		go func() { // server to client; a frozen pair keeps the client open
+			_, _ = io.Copy(client, server)
+			if !pr.frozen.Load() {
+				client.Close()
+			}
+		}()
+	}
+}
+
+// freeze closes the server side of every open connection behind the
+// client's back.
+func (p *freezeProxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.pairs {
+		pr.frozen.Store(true)
+		pr.server.Close()
+	}
+}
+
+// TestStateAfterFreeze: the first operations after a freeze, whose pooled
+// connection the server closed meanwhile, are resent (by net/http or the
+// retry loop) and applied once, with the right result.
+func TestStateAfterFreeze(t *testing.T) {
+	srv := upstashtest.NewServer(t)
+	proxy := newFreezeProxy(t, strings.TrimPrefix(srv.URL, "http://"))
+	c := clientOf(t, proxy.URL(), srv.Token)
+	s := upstash.NewState(c)
+	ctx := ctxT(t)
+	warmScripts(t, s)
+	must(t, srv.FlushAll())
+	e := mustEntry(t, "m")
+	steps := []struct {
+		name string
+		run  func() (string, error)
+		want string
+	}{
+		{"SetIfNotExists", func() (string, error) { return textOf(s.SetIfNotExists(ctx, "dedupe", true, time.Minute)) }, "true"},
+		{"AcquireLock", func() (string, error) {
+			l, err := s.AcquireLock(ctx, "t", time.Minute)
+			return textOf(l != nil, err)
+		}, "true"},
+		{"Enqueue", func() (string, error) { return textOf(s.Enqueue(ctx, "q", e, 0)) }, "1"},
+		{"Dequeue", func() (string, error) {
+			got, err := s.Dequeue(ctx, "q")
+			if err != nil || got == nil {
+				return "nil", err
+			}
+			return string(got.Message), nil
+		}, `"m"`},
+	}
+	for _, st := range steps {
+		proxy.freeze()
+		srv.ResetStats()
+		resets := proxy.resets.Load()
+		got, err := st.run()
+		if proxy.resets.Load() == resets {
+			t.Errorf("%s did not meet the dead connection", st.name)
+		}
+		if err != nil || got != st.want {
+			t.Errorf("%s after a freeze = %s, %v; want %s", st.name, got, err, st.want)
+		}
+		if n := srv.Stats().TotalRequests; n != 1 {
+			t.Errorf("%s: the server got %d requests, want 1 (the one on the dead connection never arrived)", st.name, n)
+		}
+	}
+	if n := rawInt(t, c, "LLEN", "chat-sdk:queue:q"); n != 0 {
+		t.Errorf("queue LLEN = %d, want 0", n)
 	}
 }
