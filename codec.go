@@ -1,14 +1,15 @@
 package upstash
 
 import (
-	"bytes"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"math"
 	"net/http"
 	"strconv"
+	"strings"
 	"unicode/utf8"
+	"unsafe"
 )
 
 // ---- requests ----
@@ -153,49 +154,6 @@ func appendJSONString(buf []byte, s string) ([]byte, error) {
 
 // ---- responses ----
 
-// decodeValue turns one decoded JSON value of a "result" field into a Value.
-// With base64 on, strings are decoded as the protocol notes (section 14.2)
-// say: the status "OK" stays as it is at every depth (it is not the canonical
-// base64 of any byte string), other strings are strict padded base64, then
-// unpadded; a string that is neither is kept raw, as the official client does.
-func decodeValue(x any, b64 bool, depth int) (Value, error) {
-	if depth > maxDepth {
-		return Value{}, protocolErrorf("reply nested deeper than %d levels", maxDepth)
-	}
-	switch t := x.(type) {
-	case nil:
-		return Value{}, nil
-	case json.Number:
-		n, err := strconv.ParseInt(string(t), 10, 64)
-		if err != nil {
-			return Value{}, protocolErrorf("number %s in reply is not a 64-bit integer", truncate(string(t), 32))
-		}
-		return Value{kind: KindInt, num: n}, nil
-	case string:
-		if !b64 || t == "OK" {
-			return Value{kind: KindString, str: []byte(t)}, nil
-		}
-		return Value{kind: KindString, str: decodeBase64(t)}, nil
-	case []any:
-		arr := make([]Value, len(t))
-		for i, e := range t {
-			v, err := decodeValue(e, b64, depth+1)
-			if err != nil {
-				return Value{}, err
-			}
-			arr[i] = v
-		}
-		return Value{kind: KindArray, arr: arr}, nil
-	case bool:
-		// Not produced by Upstash (RESP2 has no booleans); map like RESP3 would.
-		if t {
-			return Value{kind: KindInt, num: 1}, nil
-		}
-		return Value{kind: KindInt, num: 0}, nil
-	}
-	return Value{}, protocolErrorf("unexpected %T in reply", x)
-}
-
 const maxDepth = 64
 
 var (
@@ -230,33 +188,184 @@ func decodeBase64Bytes(src []byte) []byte {
 	return src
 }
 
-// fastValue decodes the common results without a JSON decoder: null, an
-// integer, and a string with no escapes (every base64 string). raw is one
-// valid JSON value that the caller owns. Anything else reports false and
-// goes through decodeValue, with the same outcome.
-func fastValue(raw []byte, b64 bool) (Value, bool) {
-	if len(raw) == 0 {
-		return Value{}, false
+// valueSize is what one Value takes in memory, charged against a reply's
+// budget for each value it decodes to.
+const valueSize = int64(unsafe.Sizeof(Value{}))
+
+// valueDecoder turns one JSON value into a Value directly, without an
+// intermediate any (which for an array of small elements takes dozens of
+// times the reply's size). Its input is a reply's raw "result", which
+// json.Unmarshal has checked to be exactly one valid JSON value, and which
+// the decoder owns: strings without escapes are sliced from it. With base64
+// on, strings are decoded as the protocol notes (section 14.2) say: the
+// status "OK" stays as it is at every depth (it is not the canonical base64
+// of any byte string), other strings are strict padded base64, then
+// unpadded; a string that is neither is kept raw, as the official client
+// does. Every value is charged against budget (valueSize, plus a string's
+// bytes); a budget that runs out is an error. A nil budget is no limit.
+type valueDecoder struct {
+	data   []byte
+	pos    int
+	b64    bool
+	budget *int64
+}
+
+// charge takes n bytes from the budget.
+func (d *valueDecoder) charge(n int64) error {
+	if d.budget == nil {
+		return nil
 	}
-	switch c := raw[0]; {
-	case c == 'n':
-		return Value{}, string(raw) == "null"
-	case c == '-' || c >= '0' && c <= '9':
-		n, err := strconv.ParseInt(string(raw), 10, 64)
-		return Value{kind: KindInt, num: n}, err == nil
-	case c != '"' || len(raw) < 2:
-		return Value{}, false
+	*d.budget -= n
+	if *d.budget < 0 {
+		return protocolErrorf("the reply decodes to values larger than the response limit (Limits.MaxResponseBytes)")
 	}
-	str := raw[1 : len(raw)-1]
+	return nil
+}
+
+func (d *valueDecoder) skipSpace() {
+	for d.pos < len(d.data) {
+		switch d.data[d.pos] {
+		case ' ', '\t', '\n', '\r':
+			d.pos++
+		default:
+			return
+		}
+	}
+}
+
+// value decodes the value at d.pos, depth levels of arrays deep.
+func (d *valueDecoder) value(depth int) (Value, error) {
+	if depth > maxDepth {
+		return Value{}, protocolErrorf("reply nested deeper than %d levels", maxDepth)
+	}
+	if err := d.charge(valueSize); err != nil {
+		return Value{}, err
+	}
+	d.skipSpace()
+	if d.pos >= len(d.data) {
+		return Value{}, protocolErrorf("result is not JSON: unexpected end")
+	}
+	switch c := d.data[d.pos]; c {
+	case 'n':
+		d.pos += len("null")
+		return Value{}, nil
+	case 't':
+		// Not produced by Upstash (RESP2 has no booleans); map like RESP3 would.
+		d.pos += len("true")
+		return Value{kind: KindInt, num: 1}, nil
+	case 'f':
+		d.pos += len("false")
+		return Value{kind: KindInt, num: 0}, nil
+	case '"':
+		return d.str()
+	case '[':
+		d.pos++
+		var arr []Value
+		for {
+			d.skipSpace()
+			if d.pos >= len(d.data) {
+				return Value{}, protocolErrorf("result is not JSON: unexpected end")
+			}
+			if d.data[d.pos] == ']' {
+				d.pos++
+				if arr == nil {
+					arr = []Value{}
+				}
+				return Value{kind: KindArray, arr: arr}, nil
+			}
+			if d.data[d.pos] == ',' {
+				d.pos++
+				continue
+			}
+			v, err := d.value(depth + 1)
+			if err != nil {
+				return Value{}, err
+			}
+			if len(arr) == cap(arr) {
+				// Doubling (append grows large slices by a quarter, which
+				// allocates about five times the final array in all).
+				grown := make([]Value, len(arr), max(4, 2*cap(arr)))
+				copy(grown, arr)
+				arr = grown
+			}
+			arr = append(arr, v)
+		}
+	case '{':
+		return Value{}, protocolErrorf("unexpected object in reply")
+	}
+	start := d.pos
+	for d.pos < len(d.data) && strings.IndexByte("+-.0123456789eE", d.data[d.pos]) >= 0 {
+		d.pos++
+	}
+	num := d.data[start:d.pos]
+	n, ok := parseInt64(num)
+	if !ok {
+		return Value{}, protocolErrorf("number %s in reply is not a 64-bit integer", truncate(string(num), 32))
+	}
+	return Value{kind: KindInt, num: n}, nil
+}
+
+// parseInt64 parses a base-10 integer of JSON's syntax (no leading +, as
+// the caller's valid JSON guarantees) without converting it to a string,
+// which for a reply of many numbers would allocate for each.
+func parseInt64(b []byte) (int64, bool) {
+	neg := len(b) > 0 && b[0] == '-'
+	if neg {
+		b = b[1:]
+	}
+	if len(b) == 0 || len(b) > 19 { // 19 digits cannot overflow a uint64
+		return 0, false
+	}
+	var n uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		n = n*10 + uint64(c-'0')
+	}
+	switch {
+	case neg && n <= 1<<63:
+		return int64(-n), true
+	case !neg && n <= 1<<63-1:
+		return int64(n), true
+	}
+	return 0, false
+}
+
+// str decodes the string at d.pos.
+func (d *valueDecoder) str() (Value, error) {
+	start := d.pos
+	escaped := false
+	d.pos++
+	for d.pos < len(d.data) && d.data[d.pos] != '"' {
+		if d.data[d.pos] == '\\' {
+			escaped = true
+			d.pos++
+		}
+		d.pos++
+	}
+	d.pos++ // the closing quote
+	if d.pos > len(d.data) {
+		return Value{}, protocolErrorf("result is not JSON: unexpected end")
+	}
+	tok := d.data[start:d.pos]
+	str := tok[1 : len(tok)-1]
 	// Escapes need unquoting, and encoding/json replaces invalid UTF-8
-	// with U+FFFD: leave both to the decoder.
-	if bytes.IndexByte(str, '\\') >= 0 || !utf8.Valid(str) {
-		return Value{}, false
+	// with U+FFFD: leave both to it.
+	if escaped || !utf8.Valid(str) {
+		var s string
+		if err := json.Unmarshal(tok, &s); err != nil {
+			return Value{}, protocolErrorf("result is not JSON: %v", err)
+		}
+		str = []byte(s)
 	}
-	if !b64 || string(str) == "OK" {
-		return Value{kind: KindString, str: str}, true
+	if d.b64 && string(str) != "OK" {
+		str = decodeBase64Bytes(str)
 	}
-	return Value{kind: KindString, str: decodeBase64Bytes(str)}, true
+	if err := d.charge(int64(len(str))); err != nil {
+		return Value{}, err
+	}
+	return Value{kind: KindString, str: str}, nil
 }
 
 // reply is one {"result": ...} or {"error": ...} object.
@@ -271,35 +380,22 @@ type reply struct {
 // buffer) serves.
 func parseReplies(data []byte, v any) error { return json.Unmarshal(data, v) }
 
-// parseJSON decodes one JSON value into v keeping numbers as json.Number.
-// Its input is a reply's raw "result", which json.Unmarshal has already cut
-// to exactly one value, so there is no trailing data to look for.
-func parseJSON(data []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber()
-	return dec.Decode(v)
-}
-
-// resultValue decodes a reply's result; it is an error for it to be missing.
-func (r *reply) resultValue(b64 bool) (Value, error) {
+// resultValue decodes a reply's result, charging budget (nil: no limit);
+// it is an error for it to be missing.
+func (r *reply) resultValue(b64 bool, budget *int64) (Value, error) {
 	if r.Result == nil {
 		return Value{}, protocolErrorf(`reply has neither "result" nor "error"`)
 	}
-	if v, ok := fastValue(r.Result, b64); ok {
-		return v, nil
-	}
-	var x any
-	if err := parseJSON(r.Result, &x); err != nil {
-		return Value{}, protocolErrorf("result is not JSON: %v", err)
-	}
-	return decodeValue(x, b64, 0)
+	d := valueDecoder{data: r.Result, b64: b64, budget: budget}
+	return d.value(0)
 }
 
 // decodeReply decodes the body of a successful single-command response
 // ({"result": ...} or {"error": ...}) to the command label the way the
-// client does, with tok cut out of an error text; any input yields a value
-// or an error, never a panic.
-func decodeReply(body []byte, base64Encoded bool, tok secret, label string) (Value, error) {
+// client does, with tok cut out of an error text, and the values charged
+// against budget (nil: no limit); any input yields a value or an error,
+// never a panic.
+func decodeReply(body []byte, base64Encoded bool, tok secret, budget *int64, label string) (Value, error) {
 	var r reply
 	if err := parseReplies(body, &r); err != nil {
 		return Value{}, callErrorf(label, "%w: body is not a JSON object: %s", ErrProtocol, err.Error())
@@ -307,7 +403,7 @@ func decodeReply(body []byte, base64Encoded bool, tok secret, label string) (Val
 	if r.Error != nil {
 		return Value{}, newError(tok, label, -1, http.StatusOK, *r.Error)
 	}
-	v, err := r.resultValue(base64Encoded)
+	v, err := r.resultValue(base64Encoded, budget)
 	if err != nil {
 		return Value{}, withLabel(label, err)
 	}

@@ -252,7 +252,7 @@ func TestErrorTextsNameTheCallOnce(t *testing.T) {
 		{"pipeline element not decodable", func(t *testing.T) error {
 			_, err := faulty(t, fastRetry, step{status: 200, body: `[{"result":1},{"result":{}}]`}).Pipeline(ctxT(t), upstash.Cmd("GET", "a"), upstash.Cmd("GET", "b"))
 			return err
-		}, "upstash: PIPELINE: command 1 (GET): protocol error: unexpected map[string]interface {} in reply", []error{upstash.ErrProtocol}},
+		}, "upstash: PIPELINE: command 1 (GET): protocol error: unexpected object in reply", []error{upstash.ErrProtocol}},
 		{"response over the limit", func(t *testing.T) error {
 			c, mt, rec := newMock(t, upstash.WithLimits(upstash.Limits{MaxResponseBytes: 10}))
 			on(mt, "", rec.reply(200, `{"result":"`+strings.Repeat("QUFB", 10)+`"}`))

@@ -6,5 +6,5 @@ package upstash
 // DecodeReply decodes a single-command response body the way the client
 // does, for the decoder's unit and fuzz tests.
 func DecodeReply(body []byte, base64Encoded bool) (Value, error) {
-	return decodeReply(body, base64Encoded, "", "")
+	return decodeReply(body, base64Encoded, "", nil, "")
 }

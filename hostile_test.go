@@ -497,6 +497,33 @@ func TestMemoryStaysWithinTheLimit(t *testing.T) {
 			t.Fatalf("allocated %d bytes, more than the limit %d plus %d", alloc, limit, margin)
 		}
 	})
+	t.Run("array of tiny elements", func(t *testing.T) {
+		// Within the limit as read, each element decodes to a Value of
+		// 64 bytes: the values are charged against the same limit, and the
+		// reply is refused once they pass it.
+		var body strings.Builder
+		body.WriteString(`{"result":[`)
+		for body.Len() < limit-10 {
+			body.WriteString(`1,`)
+		}
+		body.WriteString(`1]}`)
+		for _, cmd := range []string{"LRANGE", "EVAL"} {
+			c, mt, rec := newMock(t, upstash.WithLimits(upstash.Limits{MaxResponseBytes: limit}))
+			on(mt, "", rec.reply(200, body.String()))
+			var callErr error
+			alloc := allocDuring(func() { _, callErr = c.Do(ctxT(t), cmd, "k") })
+			wantErrIs(t, callErr, upstash.ErrProtocol)
+			if unknown := errors.Is(callErr, upstash.ErrOutcomeUnknown); unknown != (cmd == "EVAL") {
+				t.Errorf("%s: ErrOutcomeUnknown = %v: %v", cmd, unknown, callErr)
+			}
+			t.Logf("%s: allocated %.1f MB for a %d MB reply of %d elements", cmd, float64(alloc)/(1<<20), limit>>20, body.Len()/2)
+			// The body, encoding/json's copy of the result, and the array
+			// of values up to the limit, doubling as it grows.
+			if alloc > 4*limit+margin {
+				t.Fatalf("%s: allocated %d bytes, more than 4 times the limit %d plus %d", cmd, alloc, limit, margin)
+			}
+		}
+	})
 	t.Run("chunked reply of exactly the limit", func(t *testing.T) {
 		// A base64 value, padded to the limit with the whitespace JSON
 		// allows after it.

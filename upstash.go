@@ -280,7 +280,7 @@ func (c *Client) runOne(ctx context.Context, cmd Command) (Value, error) {
 	if err != nil {
 		return Value{}, err
 	}
-	v, err := decodeReply(resp, c.settings.base64, c.token, name)
+	v, err := decodeReply(resp, c.settings.base64, c.token, c.decodeBudget(), name)
 	return v, unreadableReply(err, safe, name)
 }
 
@@ -411,18 +411,29 @@ func (c *Client) decodeBatch(resp []byte, cmds []Command, label string) ([]Resul
 		return nil, callErrorf(label, "%w: %d replies for %d commands", ErrProtocol, len(replies), len(cmds))
 	}
 	results := make([]Result, len(cmds))
+	budget := c.decodeBudget()
 	for i, r := range replies {
 		if r.Error != nil {
 			results[i].Err = newError(c.token, cmds[i].Name(), i, http.StatusOK, *r.Error)
 			continue
 		}
-		v, err := r.resultValue(c.settings.base64)
+		v, err := r.resultValue(c.settings.base64, budget)
 		if err != nil {
 			return nil, callErrorf(label, "command %d (%s): %w", i, cmds[i].Name(), err)
 		}
 		results[i].Value = v
 	}
 	return results, nil
+}
+
+// decodeBudget is what the values decoded from one reply may take in
+// memory: MaxResponseBytes, or no limit (nil) without one.
+func (c *Client) decodeBudget() *int64 {
+	if c.settings.limits.MaxResponseBytes <= 0 {
+		return nil
+	}
+	b := c.settings.limits.MaxResponseBytes
+	return &b
 }
 
 // discardHandler is slog.DiscardHandler for Go versions before 1.24.
