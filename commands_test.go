@@ -5,6 +5,7 @@ package upstash_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ func TestTypedHelpers(t *testing.T) {
 		canned{status: 200, body: `{"result":7}`},
 		canned{status: 200, body: `{"result":2}`},
 		canned{status: 200, body: `{"result":1500}`},
+		canned{status: 200, body: `{"result":"OK"}`},
 		canned{status: 200, body: `{"result":"OK"}`},
 	))
 	ctx := ctxT(t)
@@ -56,6 +58,11 @@ func TestTypedHelpers(t *testing.T) {
 	if err := c.Set(ctx, "k", 12, 0); err != nil {
 		t.Fatal(err)
 	}
+	// The longest Duration is about 9.2e12 ms, far inside Redis's range
+	// (an absolute expiry in ms up to 2^63-1): sent exactly, rounded up.
+	if err := c.Set(ctx, "k", "v", time.Duration(math.MaxInt64)); err != nil {
+		t.Fatal(err)
+	}
 	want := [][]string{
 		{"PING"},
 		{"SET", "k", "v", "PX", "2"},
@@ -67,6 +74,7 @@ func TestTypedHelpers(t *testing.T) {
 		{"DEL", "a", "b"},
 		{"PTTL", "k"},
 		{"SET", "k", "12"},
+		{"SET", "k", "v", "PX", "9223372036855"},
 	}
 	calls := rec.all()
 	for i := range want {

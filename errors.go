@@ -19,16 +19,21 @@ var (
 
 	// ErrProtocol reports a reply that does not follow the REST protocol: a body
 	// that is not JSON, a missing "result", a pipeline reply of the wrong length,
-	// or a reply of another type than the caller asked for.
+	// a reply of another type than the caller asked for, a redirect (never
+	// followed), a compressed reply (never asked for), or a reply larger than
+	// Limits.MaxResponseBytes as read or once decoded.
 	ErrProtocol = errors.New("upstash: protocol error")
 
 	// ErrRequestTooLarge reports a request over the configured limits (refused
 	// locally before sending) or one the server refused for its size.
 	ErrRequestTooLarge = errors.New("upstash: request too large")
 
-	// ErrOutcomeUnknown reports a request that may or may not have been applied:
-	// it may have reached the server, its reply was lost, and it was not safe to
-	// send again. Read the state back before acting on it.
+	// ErrOutcomeUnknown reports a request that may or may not have been applied,
+	// and that was not safe to send again: it may have reached the server and
+	// its reply was lost (the connection failed after the request was written,
+	// or while the reply was read), the server answered 5xx, or it answered 2xx
+	// with a reply that could not be read or decoded (which then also matches
+	// ErrProtocol). Read the state back before acting on it.
 	ErrOutcomeUnknown = errors.New("upstash: outcome unknown (the request may or may not have been applied)")
 
 	// ErrTransactionDiscarded reports a transaction that the server refused as
