@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptrace"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -172,7 +173,7 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 		// Not followed (see newRESTClient), and its body is of no use.
 		return attemptOutcome{status: status, wrote: true, location: c.redirectHost(resp.RawResponse)}
 	}
-	if ce := resp.Header().Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") {
+	if ce := resp.Header().Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") && !fetchDecodes {
 		// The client asked for identity. Expanding the reply could take far
 		// more memory than the limit, so it is not read at all.
 		err := fmt.Errorf("%w: the reply is compressed (Content-Encoding %q) although the client asked for none; it is not decompressed",
@@ -194,6 +195,13 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	}
 	return out
 }
+
+// fetchDecodes is set on js/wasm, where net/http goes through the Fetch
+// API: the runtime asks for compressed replies itself (a script cannot
+// forbid it) and always hands over the decoded body, which readLimited then
+// bounds like any other; the Content-Encoding header it leaves says nothing
+// about the bytes read.
+const fetchDecodes = runtime.GOOS == "js"
 
 // redirectHost returns the host a redirect points to, for its error (never
 // the rest of the URL, whose query could hold anything), or a description
