@@ -155,6 +155,9 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	if idempotent {
 		req.Header[idempotencyKey] = nil
 	}
+	if viaFetch {
+		req.Header[fetchRedirect] = []string{"manual"}
+	}
 	resp, err := req.Post(c.baseURL + path)
 	if err != nil {
 		sent := mayHaveSent(err, c.traced, traced.Load(), wrote.Load())
@@ -169,11 +172,11 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	raw := resp.RawBody()
 	defer raw.Close()
 	status := resp.StatusCode()
-	if status >= 300 && status < 400 {
+	if status >= 300 && status < 400 || status == 0 && viaFetch {
 		// Not followed (see newRESTClient), and its body is of no use.
 		return attemptOutcome{status: status, wrote: true, location: c.redirectHost(resp.RawResponse)}
 	}
-	if ce := resp.Header().Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") && !fetchDecodes {
+	if ce := resp.Header().Get("Content-Encoding"); ce != "" && !strings.EqualFold(ce, "identity") && !viaFetch {
 		// The client asked for identity. Expanding the reply could take far
 		// more memory than the limit, so it is not read at all.
 		err := fmt.Errorf("%w: the reply is compressed (Content-Encoding %q) although the client asked for none; it is not decompressed",
@@ -196,12 +199,23 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	return out
 }
 
-// fetchDecodes is set on js/wasm, where net/http goes through the Fetch
-// API: the runtime asks for compressed replies itself (a script cannot
-// forbid it) and always hands over the decoded body, which readLimited then
-// bounds like any other; the Content-Encoding header it leaves says nothing
-// about the bytes read.
-const fetchDecodes = runtime.GOOS == "js"
+// viaFetch is set on js/wasm, where net/http's transport goes through the
+// Fetch API. That changes three things:
+//   - the runtime asks for compressed replies itself (a script cannot forbid
+//     it) and always hands over the decoded body, which readLimited then
+//     bounds like any other: the Content-Encoding header it leaves says
+//     nothing about the bytes read;
+//   - fetch follows redirects itself unless told not to: every request
+//     carries fetchRedirect "manual", so that a redirect comes back as a
+//     3xx (or, in a browser, as an opaque reply of status 0);
+//   - the transport reports nothing through httptrace, so a failure proves
+//     nothing about what was sent.
+const viaFetch = runtime.GOOS == "js"
+
+// fetchRedirect is the request header net/http's js/wasm transport reads
+// as the Fetch API's redirect mode (and does not send). Elsewhere it would
+// be an invalid header name, so it is set only on js/wasm.
+const fetchRedirect = "js.fetch:redirect"
 
 // redirectHost returns the host a redirect points to, for its error (never
 // the rest of the URL, whose query could hold anything), or a description
@@ -209,6 +223,8 @@ const fetchDecodes = runtime.GOOS == "js"
 func (c *Client) redirectHost(resp *http.Response) string {
 	loc, err := resp.Location()
 	switch {
+	case resp.StatusCode == 0:
+		return "a location the browser does not disclose"
 	case errors.Is(err, http.ErrNoLocation):
 		return "no Location"
 	case err != nil:
@@ -222,7 +238,7 @@ func (c *Client) redirectHost(resp *http.Response) string {
 // statusError turns a non-2xx response to the call label into an error.
 func (c *Client) statusError(out attemptOutcome, label string) error {
 	status, body := out.status, out.body
-	if status >= 300 && status < 400 {
+	if status >= 300 && status < 400 || out.location != "" {
 		return callErrorf(label, "%w: HTTP %d %s to %s: the client does not follow redirects (check the REST URL)",
 			ErrProtocol, status, http.StatusText(status), out.location)
 	}

@@ -67,8 +67,8 @@ type clientCore struct {
 	authHint  string // what a 401 tells the caller to check
 	token     secret // cut out of any text the server sends
 	// traced says that the transport reports through httptrace before
-	// it sends anything (the default transport): a failure without any
-	// trace event then proves that nothing was sent.
+	// it sends anything (the default transport, except on js/wasm): a
+	// failure without any trace event then proves that nothing was sent.
 	traced bool
 }
 
@@ -205,7 +205,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		log:      log,
 		authHint: authHint(cfg.tokenVar, baseURL),
 		token:    secret(cfg.Token),
-		traced:   s.transport == nil,
+		traced:   s.transport == nil && !viaFetch,
 	}}, nil
 }
 
