@@ -172,6 +172,44 @@ func (e *env) keys(t *testing.T, pattern string) []string {
 	return s
 }
 
+// ownNamespaces are the key kinds only this library writes, next to
+// state-redis's layout: {p}:op:{id}, the record of one state operation, and
+// {p}:fence:{threadID}, a lock's fencing counter. No TypeScript adapter
+// reads or writes them, so comparisons of the two layouts leave them out.
+var ownNamespaces = []string{"op:", "fence:"}
+
+// isOwnKey reports whether key ({p}:{kind}:…) is in one of ownNamespaces.
+func isOwnKey(key string) bool {
+	_, rest, ok := strings.Cut(key, ":")
+	if !ok {
+		return false
+	}
+	for _, ns := range ownNamespaces {
+		if strings.HasPrefix(rest, ns) {
+			return true
+		}
+	}
+	return false
+}
+
+// sharedKeys is keys(pattern) without the library's own namespaces. Each
+// of those must carry a TTL, so that they never pile up in a database
+// shared with TypeScript bots.
+func (e *env) sharedKeys(t *testing.T, pattern string) []string {
+	t.Helper()
+	var shared []string
+	for _, key := range e.keys(t, pattern) {
+		if !isOwnKey(key) {
+			shared = append(shared, key)
+			continue
+		}
+		if ms := e.pttl(t, key); ms <= 0 {
+			t.Errorf("%s has no TTL (PTTL %d): the library's own keys must expire", key, ms)
+		}
+	}
+	return shared
+}
+
 // checkPTTL asserts that key's remaining TTL is in (want-slack, want] ms.
 func (e *env) checkPTTL(t *testing.T, key string, want, slack int64) {
 	t.Helper()

@@ -517,8 +517,8 @@ func (e *env) testByteLayout(t *testing.T) {
 	must(st.AppendToList(c, k("go", uniName), "u", upstash.ListOptions{}))
 
 	// Same keys on both sides.
-	tsKeys := e.keys(t, "*layout:ts:*")
-	goKeys := e.keys(t, "*layout:go:*")
+	tsKeys := e.sharedKeys(t, "*layout:ts:*")
+	goKeys := e.sharedKeys(t, "*layout:go:*")
 	mapped := make([]string, len(tsKeys))
 	for i, key := range tsKeys {
 		mapped[i] = strings.Replace(key, "layout:ts:", "layout:go:", 1)
@@ -938,7 +938,7 @@ func (e *env) testKeyPrefix(t *testing.T) {
 		op{"op": "set", "prefix": "", "key": "pfx-empty", "value": "ts-empty"},
 	).checkAll(t)
 	wantKeys := "bot-a:cache:pfx-key bot-a:list:pfx-list bot-a:lock:pfx-lock bot-a:queue:pfx-thread bot-a:subscriptions"
-	if got := strings.Join(e.keys(t, "bot-a:*"), " "); got != wantKeys {
+	if got := strings.Join(e.sharedKeys(t, "bot-a:*"), " "); got != wantKeys {
 		t.Errorf("TS with keyPrefix bot-a wrote keys %s, want %s", got, wantKeys)
 	}
 	if got := e.mustRawGet(t, "chat-sdk:cache:pfx-empty"); got != `"ts-empty"` {
@@ -1023,7 +1023,7 @@ func (e *env) testKeyPrefix(t *testing.T) {
 		op{"op": "get", "key": "pfx-go-empty", "expect": "go-empty"},
 	).checkAll(t)
 	wantKeys = "bot-a:cache:pfx-go-key bot-a:list:pfx-go-list bot-a:lock:pfx-go-lock bot-a:queue:pfx-go-thread bot-a:subscriptions"
-	if got := strings.Join(e.keys(t, "bot-a:*go*"), " ") + " bot-a:subscriptions"; got != wantKeys {
+	if got := strings.Join(e.sharedKeys(t, "bot-a:*go*"), " ") + " bot-a:subscriptions"; got != wantKeys {
 		t.Errorf("Go WithKeyPrefix(bot-a) wrote keys %s, want %s", got, wantKeys)
 	}
 	if got := e.mustRawGet(t, "chat-sdk:cache:pfx-go-empty"); got != `"go-empty"` {

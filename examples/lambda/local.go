@@ -301,7 +301,7 @@ func runLocal(ctx context.Context, out io.Writer, environ map[string]string) (*r
 	r.handler = lambda.NewHandler((&app{bot: bot}).handle)
 
 	if prefix != "" {
-		defer cleanup(client, state, prefix)
+		defer cleanup(client, prefix)
 	}
 
 	d := func(id string, hook chatbot.Webhook, retry bool) delivery { return delivery{id, hook, retry} }
@@ -487,20 +487,35 @@ func printSummary(out io.Writer, r *run, rep *report) {
 	}
 }
 
-// cleanup deletes what the run wrote to a real database. The list key is
-// spelled out because State has no call to delete a list; the layout
-// ({prefix}:list:{key}) is state-redis's.
-func cleanup(client *upstash.Client, state *upstash.State, prefix string) {
+// cleanup deletes what the run wrote to a real database: every key under
+// the run's own prefix, which holds the state layout's keys and the
+// library's own (operation records, fencing counters), so one SCAN over
+// "{prefix}:*" finds them all. Raw commands, so that the cleanup itself
+// records nothing.
+func cleanup(client *upstash.Client, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	keys := []string{}
-	for _, th := range threads {
-		_ = state.Unsubscribe(ctx, th)
-		_ = state.Delete(ctx, chatbot.ThreadStateKey(th))
-		keys = append(keys, prefix+":list:"+chatbot.HistoryKey(th))
+	cursor := "0"
+	for {
+		reply, err := client.Do(ctx, "SCAN", cursor, "MATCH", prefix+":*", "COUNT", 1000)
+		if err != nil {
+			return
+		}
+		parts, err := reply.Array()
+		if err != nil || len(parts) != 2 {
+			return
+		}
+		keys, err := parts[1].Strings()
+		if err != nil {
+			return
+		}
+		if len(keys) > 0 {
+			if _, err := client.Del(ctx, keys...); err != nil {
+				return
+			}
+		}
+		if cursor, err = parts[0].Text(); err != nil || cursor == "0" {
+			return
+		}
 	}
-	for i := 1; i <= 9; i++ {
-		_ = state.Delete(ctx, chatbot.DedupeKey(chatbot.Webhook{Platform: "slack", MessageID: fmt.Sprintf("m%d", i)}))
-	}
-	_, _ = client.Del(ctx, keys...)
 }
