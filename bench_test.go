@@ -12,6 +12,7 @@ import (
 	"encoding/base64"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/chatstate/upstash"
 	"github.com/chatstate/upstash/upstashtest"
@@ -111,4 +112,78 @@ func BenchmarkDecodeReply(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkState measures one State operation end to end over
+// memoryTransport (no network): the state layer's own work (keys, JSON,
+// the operation id), the script command, and the client's encoding,
+// request, retry loop and decoding. allocs/op is the "allocations per
+// state operation" of issue 11.
+func BenchmarkState(b *testing.B) {
+	ctx := context.Background()
+	b64 := func(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+	state := func(b *testing.B, result string) *upstash.State {
+		b.Helper()
+		mt := memoryTransport{"": `{"result":` + result + `}`}
+		c, err := upstash.New(upstash.Config{URL: "https://bench.upstash.io", Token: "AXbenchTOKEN"}, upstash.WithTransport(mt))
+		if err != nil {
+			b.Fatal(err)
+		}
+		return upstash.NewState(c)
+	}
+	value := map[string]any{"text": "hello world", "n": 1}
+	b.Run("SetIfNotExists", func(b *testing.B) {
+		s := state(b, `"`+b64("1")+`"`)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if ok, err := s.SetIfNotExists(ctx, "dedupe:slack:msg-0123456789", true, 10*time.Minute); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	b.Run("Set", func(b *testing.B) {
+		s := state(b, `"`+b64("1")+`"`)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := s.Set(ctx, "thread-state:slack:C123:1700000000.000100", value, time.Hour); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("Get", func(b *testing.B) {
+		s := state(b, `"`+b64(`{"text":"hello world","n":1}`)+`"`)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if v, err := s.Get(ctx, "thread-state:slack:C123:1700000000.000100"); err != nil || v == nil {
+				b.Fatal(v, err)
+			}
+		}
+	})
+	b.Run("IsSubscribed", func(b *testing.B) {
+		s := state(b, `1`)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if ok, err := s.IsSubscribed(ctx, "slack:C123:1700000000.000100"); err != nil || !ok {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	b.Run("AcquireLock", func(b *testing.B) {
+		s := state(b, `"`+b64("1700000000000000")+`"`)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if l, err := s.AcquireLock(ctx, "slack:C123:1700000000.000100", 30*time.Second); err != nil || l == nil {
+				b.Fatal(l, err)
+			}
+		}
+	})
+	b.Run("AppendToList", func(b *testing.B) {
+		s := state(b, `"`+b64("1")+`"`)
+		b.ReportAllocs()
+		for i := 0; i < b.N; i++ {
+			if err := s.AppendToList(ctx, "history:slack:C123", value, upstash.ListOptions{MaxLength: 100, TTL: time.Hour}); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
