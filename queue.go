@@ -104,20 +104,11 @@ func (s *State) enqueue(ctx context.Context, threadID string, entry QueueEntry, 
 	if err := checkID("thread id", threadID); err != nil {
 		return 0, err
 	}
-	if err := checkLength("maxSize", threadID, maxSize); err != nil {
+	data, err := entryData(threadID, entry, maxSize)
+	if err != nil {
 		return 0, err
 	}
-	if len(entry.Message) == 0 || !json.Valid(entry.Message) || !utf8.Valid(entry.Message) {
-		return 0, fmt.Errorf("%w: thread %q: entry message is empty or not valid JSON", ErrInvalidArgument, threadID)
-	}
-	if entry.ExpiresAt.IsZero() {
-		return 0, fmt.Errorf("%w: thread %q: entry has no ExpiresAt", ErrInvalidArgument, threadID)
-	}
-	data, err := entry.MarshalJSON()
-	if err != nil {
-		return 0, fmt.Errorf("%w: thread %q: %w", ErrInvalidArgument, threadID, err)
-	}
-	ttl := max(entry.ExpiresAt.Sub(s.now()), minQueueTTL)
+	ttl := queueTTL(entry, s.now())
 	v, err := s.runOp(ctx, enqueueScript, []string{s.queueKey(threadID)}, string(data), strconv.Itoa(maxSize), msArg(ttl))
 	if err != nil {
 		return 0, err
@@ -131,6 +122,31 @@ func (s *State) enqueue(ctx context.Context, threadID string, entry QueueEntry, 
 		return 0, protocolErrorf("enqueue script replied %q", truncate(r, 40))
 	}
 	return n, nil
+}
+
+// entryData checks entry and maxSize as Enqueue does (Admit too) and
+// returns the entry's JSON.
+func entryData(threadID string, entry QueueEntry, maxSize int) ([]byte, error) {
+	if err := checkLength("maxSize", threadID, maxSize); err != nil {
+		return nil, err
+	}
+	if len(entry.Message) == 0 || !json.Valid(entry.Message) || !utf8.Valid(entry.Message) {
+		return nil, fmt.Errorf("%w: thread %q: entry message is empty or not valid JSON", ErrInvalidArgument, threadID)
+	}
+	if entry.ExpiresAt.IsZero() {
+		return nil, fmt.Errorf("%w: thread %q: entry has no ExpiresAt", ErrInvalidArgument, threadID)
+	}
+	data, err := entry.MarshalJSON()
+	if err != nil {
+		return nil, fmt.Errorf("%w: thread %q: %w", ErrInvalidArgument, threadID, err)
+	}
+	return data, nil
+}
+
+// queueTTL is the TTL a queue gets when entry is queued at now:
+// max(entry.ExpiresAt − now, 60 s), state-redis's rule.
+func queueTTL(entry QueueEntry, now time.Time) time.Duration {
+	return max(entry.ExpiresAt.Sub(now), minQueueTTL)
 }
 
 //go:embed dequeue.lua

@@ -1,0 +1,558 @@
+package upstash
+
+import (
+	"context"
+	_ "embed"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// FusedAdapter is a StateAdapter that also offers the fused operations:
+// Admit and Finish, each one request (one atomic script), which together
+// take a webhook through the Chat SDK flow in two round trips instead of
+// seven or more. Code written for any StateAdapter (the package chatflow,
+// say) finds them with a type assertion:
+//
+//	if f, ok := state.(upstash.FusedAdapter); ok { … f.Admit(ctx, req) … }
+//
+// *State implements it. The operations touch only the keys the 18
+// operations touch, with the same bytes, so TypeScript bots sharing the
+// database see what they would see from state-redis.
+type FusedAdapter interface {
+	StateAdapter
+	// Admit dedupes an incoming message, reads whether its thread is
+	// subscribed, takes the thread's lock or, when it is busy, queues the
+	// message, and reads the cache values the holder needs.
+	Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error)
+	// Finish writes the turn's cache values and list items under the lock,
+	// then releases the lock if the queue holds no live entry, or pops the
+	// next live entry and keeps the lock for it.
+	Finish(ctx context.Context, req FinishRequest) (FinishResult, error)
+}
+
+var _ FusedAdapter = (*State)(nil)
+
+// AdmitRequest says what Admit does. Each part is optional and off in the
+// zero value, except that a ThreadID needs a LockTTL; an empty request
+// does nothing.
+type AdmitRequest struct {
+	// DedupeKey is the cache key to claim, as SetIfNotExists(DedupeKey,
+	// DedupeValue, DedupeTTL) would ("dedupe:{adapter}:{messageId}" in the
+	// Chat SDK). When it is present already, the message is a duplicate
+	// and Admit does nothing else. "" (the zero value): no dedupe.
+	DedupeKey string
+	// DedupeValue is the value stored at DedupeKey, encoded as Set encodes
+	// values; nil (the zero value) stores true, the Chat SDK's marker.
+	DedupeValue any
+	// DedupeTTL is the dedupe key's TTL; 0 means none (the Chat SDK uses
+	// 10 minutes). Negative values are refused.
+	DedupeTTL time.Duration
+
+	// CheckSubscription is the thread id to look up in the subscriptions
+	// (IsSubscribed), the result going to AdmitResult.Subscribed. ""
+	// (the zero value): no lookup.
+	CheckSubscription string
+
+	// ThreadID is the lock key: the thread id, or the channel id under the
+	// Chat SDK's channel lock scope. Admit takes its lock as AcquireLock
+	// does (a new token, PX LockTTL, a fencing token). "" (the zero value):
+	// no lock is taken and nothing is queued (the Chat SDK's concurrent
+	// strategy).
+	ThreadID string
+	// LockTTL is the lock's TTL; it must be positive when ThreadID is set.
+	// WithLockTTLWithinDeadline bounds it as it bounds AcquireLock's.
+	LockTTL time.Duration
+	// TakeOver removes another holder's lock and takes it (the Chat SDK's
+	// onLockConflict "force": ForceReleaseLock then AcquireLock, here in
+	// one atomic step). false (the zero value): a busy lock is left alone.
+	TakeOver bool
+
+	// Entry is queued, as Enqueue(ThreadID, *Entry, MaxQueue) would queue
+	// it, when the lock is busy: same bytes, same cap, same TTL rule
+	// (max(Entry.ExpiresAt − now, 60 s) for the whole queue). nil (the
+	// zero value): nothing is queued (the Chat SDK's drop strategy).
+	Entry *QueueEntry
+	// MaxQueue caps the queue as Enqueue's maxSize: 0 (the zero value)
+	// means no cap; otherwise the oldest entries beyond MaxQueue are
+	// dropped, unless DropNewest is set.
+	MaxQueue int
+	// DropNewest leaves the entry out instead when the queue already holds
+	// MaxQueue entries (the Chat SDK's onQueueFull "drop-newest"; the
+	// check counts expired entries not yet discarded, as QueueDepth does).
+	// false (the zero value): drop the oldest ("drop-oldest").
+	DropNewest bool
+
+	// Read lists cache keys to read, as Get would, when the caller gets
+	// the lock or asked for none (ThreadID ""): the thread's state, say.
+	// Their values are in AdmitResult.Values, in the same order.
+	Read []string
+}
+
+// AdmitResult says what Admit did. Exactly one of Duplicate, Lock != nil
+// and Busy is true when a lock was asked for; with no ThreadID, only
+// Duplicate can be.
+type AdmitResult struct {
+	// Duplicate: the dedupe key was present. Nothing else was done or read.
+	Duplicate bool
+	// Subscribed reports whether CheckSubscription is subscribed (false
+	// when none was asked for, or for a duplicate).
+	Subscribed bool
+	// Lock is the lock taken for ThreadID, as AcquireLock returns it; nil
+	// when none was asked for, the message is a duplicate, or the lock is
+	// busy. Hand it to Finish at the end of the turn.
+	Lock *Lock
+	// TookOver: Lock was taken by removing another holder's (TakeOver).
+	TookOver bool
+	// Busy: another holder has the lock.
+	Busy bool
+	// Queued: the lock was busy and Entry was queued.
+	Queued bool
+	// QueueDepth is the queue's length: right after the entry was queued
+	// (Queued), when the entry was dropped (DropNewest), or when the lock
+	// was taken; 0 when no lock was asked for. Like QueueDepth, it counts
+	// expired entries not yet discarded.
+	QueueDepth int
+	// Values holds the value of each Read key, in order, as Get returns
+	// it: nil for a missing key, "null" for a stored null. It is nil when
+	// nothing was read (busy, duplicate). A value that is not valid JSON
+	// is left nil here and reported in ReadErr.
+	Values []json.RawMessage
+	// ReadErr is nil, or reports the Read values that are not valid JSON:
+	// a *CorruptValueError per key (errors.Join of them when there are
+	// several). Everything else in the result holds: the lock, if taken,
+	// is held.
+	ReadErr error
+	// InDoubtLock is set only when Admit's error matches ErrOutcomeUnknown
+	// and a lock was asked for: it is the lock Admit may have taken.
+	// Finish with it releases it (or hands over what was queued
+	// meanwhile), and reports ErrLockNotHeld if it was never taken;
+	// otherwise it lapses after LockTTL.
+	InDoubtLock *Lock
+}
+
+// CacheWrite is one value Finish stores, as Set(Key, Value, TTL) would.
+type CacheWrite struct {
+	// Key is the cache key ("thread-state:{threadId}", say).
+	Key string
+	// Value is encoded as Set encodes it.
+	Value any
+	// TTL is the value's TTL; 0 stores it without one, clearing any TTL
+	// the key had, as Set does. Negative values are refused.
+	TTL time.Duration
+}
+
+// ListAppend is one item Finish appends, as AppendToList(Key, Value,
+// Options) would.
+type ListAppend struct {
+	// Key is the list key ("msg-history:{threadId}", say).
+	Key string
+	// Value is encoded as Set encodes it.
+	Value any
+	// Options caps the list and sets its TTL, as in AppendToList.
+	Options ListOptions
+}
+
+// FinishRequest says what Finish does.
+type FinishRequest struct {
+	// Lock is the lock held for the turn (from Admit, AcquireLock or JSON);
+	// required.
+	Lock *Lock
+	// LockTTL is the lock's TTL from now when Finish keeps it for the next
+	// entry; it must be positive. WithLockTTLWithinDeadline bounds it as
+	// it bounds ExtendLock's.
+	LockTTL time.Duration
+	// Set lists the cache values to store, in order; nil: none.
+	Set []CacheWrite
+	// Append lists the list items to append, in order; nil: none.
+	Append []ListAppend
+}
+
+// FinishResult says what Finish did when the lock was held.
+type FinishResult struct {
+	// Next is the oldest live queue entry, popped from the queue: the lock
+	// is kept for it, extended to LockTTL (and Lock.ExpiresAt updated), and
+	// the caller handles it, then calls Finish again. nil: the queue held
+	// no live entry and the lock was released.
+	Next *QueueEntry
+	// Expired counts the expired entries (ExpiresAt before now) popped
+	// and discarded on the way.
+	Expired int
+	// DeadLettered counts the unreadable entries moved on the way to the
+	// dead-letter list {p}:queue-corrupt:{threadID}, as Dequeue moves them.
+	DeadLettered int
+}
+
+// The fused scripts.
+var (
+	//go:embed admit.lua
+	admitSource string
+	admitScript = NewScript(admitSource).Idempotent()
+
+	//go:embed finish.lua
+	finishSource string
+	finishScript = NewScript(finishSource).Idempotent()
+)
+
+// Admit runs the first half of a webhook in one request: one script,
+// applied atomically, in this order:
+//
+//  1. Dedupe: SET NX on {p}:cache:{DedupeKey}, as SetIfNotExists. A
+//     duplicate stops here: no lock, no queue, no reads.
+//  2. SISMEMBER {p}:subscriptions CheckSubscription.
+//  3. The lock {p}:lock:{ThreadID}: taken as AcquireLock takes it (token
+//     "go_" + 32 hex digits, PX LockTTL, fencing token in Lock.Fence, kept
+//     at {p}:fence:{ThreadID}); taken over when busy and TakeOver is set.
+//     When another holder has it, Entry is queued at {p}:queue:{ThreadID}
+//     exactly as Enqueue queues it (RPUSH, trim to MaxQueue, PEXPIRE the
+//     queue to max(Entry.ExpiresAt − now, 60 s)), unless DropNewest finds
+//     the queue full. The lock check and the enqueue are one atomic step,
+//     and Finish releases only in an atomic step that sees the queue
+//     empty: an entry queued here is never stranded (vercel/chat#928).
+//  4. GET {p}:cache:{key} for each Read key, when the lock was taken or
+//     none was asked for.
+//
+// Values are stored byte for byte as SetIfNotExists and Enqueue store
+// them; the keys are state-redis's (plus this library's op and fence
+// keys), so a TypeScript bot on the same database sees a dedupe marker, a
+// lock and a queue entry as its own adapter writes them.
+//
+// Like the single operations, Admit carries an operation id (see State):
+// after a lost reply, a reset or a 503 it is sent again, and the repeat
+// applies nothing and returns the recorded outcome (the subscription, the
+// queue's length and the values are read again). When every attempt
+// failed, the error matches ErrOutcomeUnknown and InDoubtLock is the lock
+// Admit may have taken. Invalid arguments (an empty key in Read, a
+// negative TTL, a ThreadID without a positive LockTTL, an Entry or
+// TakeOver without a ThreadID, an Entry Enqueue would refuse, a value Set
+// would refuse) are refused with ErrInvalidArgument before any request.
+func (s *State) Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error) {
+	res, err := s.admit(ctx, req)
+	return res, opError("Admit", err)
+}
+
+func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error) {
+	var res AdmitResult
+	keys := make([]string, 0, 5+len(req.Read))
+	args := make([]any, 11)
+	for i := range args {
+		args[i] = ""
+	}
+	// Dedupe.
+	args[1] = "0"
+	if req.DedupeKey != "" {
+		if req.DedupeTTL < 0 {
+			return res, fmt.Errorf("%w: dedupe key %q: negative TTL %v", ErrInvalidArgument, req.DedupeKey, req.DedupeTTL)
+		}
+		value := req.DedupeValue
+		if value == nil {
+			value = true
+		}
+		data, err := encodeJSON(strconv.Quote(req.DedupeKey), value)
+		if err != nil {
+			return res, err
+		}
+		keys = append(keys, s.cacheKey(req.DedupeKey))
+		args[0], args[1] = string(data), msArg(req.DedupeTTL)
+	}
+	// Subscription.
+	if req.CheckSubscription != "" {
+		keys = append(keys, s.subscriptionsKey())
+		args[2] = req.CheckSubscription
+	}
+	// Lock, or queue.
+	var lock *Lock
+	args[4], args[5], args[7], args[8], args[9] = "0", "0", "0", "0", "0"
+	if req.ThreadID == "" {
+		if req.Entry != nil || req.TakeOver {
+			return res, fmt.Errorf("%w: an Entry or TakeOver needs a ThreadID", ErrInvalidArgument)
+		}
+	} else {
+		ttl := s.lockTTL(ctx, req.LockTTL)
+		if err := checkTTL(req.ThreadID, ttl); err != nil {
+			return res, err
+		}
+		if req.TakeOver {
+			args[5] = "1"
+		}
+		if req.Entry != nil {
+			data, err := entryData(req.ThreadID, *req.Entry, req.MaxQueue)
+			if err != nil {
+				return res, err
+			}
+			args[6], args[7] = string(data), strconv.Itoa(req.MaxQueue)
+			args[8] = msArg(queueTTL(*req.Entry, s.now()))
+			if req.DropNewest {
+				args[9] = "1"
+			}
+		}
+		token, err := newToken()
+		if err != nil {
+			return res, err
+		}
+		lock = &Lock{ThreadID: req.ThreadID, Token: token}
+		keys = append(keys, s.lockKey(req.ThreadID), s.fenceKey(req.ThreadID), s.queueKey(req.ThreadID))
+		args[3], args[4] = token, msArg(ttl)
+		// ExpiresAt from the time before the request, so it is never later
+		// than the server's expiry.
+		lock.ExpiresAt = msFloor(s.now().Add(ttl))
+	}
+	// Reads.
+	for _, key := range req.Read {
+		if err := checkID("key", key); err != nil {
+			return res, err
+		}
+		keys = append(keys, s.cacheKey(key))
+	}
+	args[10] = strconv.Itoa(len(req.Read))
+
+	v, err := s.runOp(ctx, admitScript, keys, args...)
+	if err != nil {
+		if lock != nil && errors.Is(err, ErrOutcomeUnknown) {
+			res.InDoubtLock = lock
+		}
+		return res, err
+	}
+	return s.admitResult(v, req, lock)
+}
+
+// admitResult reads admit.lua's reply.
+func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult, error) {
+	var res AdmitResult
+	bad := func() (AdmitResult, error) {
+		return AdmitResult{}, protocolErrorf("admit script replied %s", truncate(v.String(), 80))
+	}
+	parts, err := v.Array()
+	if err != nil || len(parts) < 3 {
+		return bad()
+	}
+	outcome, err1 := parts[0].Text()
+	sub, err2 := parts[1].Text()
+	llen, err3 := parts[2].Text()
+	if err1 != nil || err2 != nil || err3 != nil || outcome == "" {
+		return bad()
+	}
+	res.Subscribed = sub == "1"
+	if llen != "" {
+		if res.QueueDepth, err = strconv.Atoi(llen); err != nil {
+			return bad()
+		}
+	}
+	kind, rest := outcome[0], outcome[1:]
+	switch kind {
+	case 'd':
+		return AdmitResult{Duplicate: true}, nil
+	case 'n':
+		if lock != nil {
+			return bad()
+		}
+	case 'a', 'f':
+		if lock == nil {
+			return bad()
+		}
+		if lock.Fence, err = strconv.ParseInt(rest, 10, 64); err != nil || lock.Fence <= 0 {
+			return bad()
+		}
+		res.Lock, res.TookOver = lock, kind == 'f'
+	case 'q', 'b':
+		if lock == nil {
+			return bad()
+		}
+		if res.QueueDepth, err = strconv.Atoi(rest); err != nil {
+			return bad()
+		}
+		res.Busy, res.Queued = true, kind == 'q'
+		return res, nil
+	default:
+		return bad()
+	}
+	if len(parts) != 3+len(req.Read) {
+		return bad()
+	}
+	if len(req.Read) == 0 {
+		return res, nil
+	}
+	res.Values = make([]json.RawMessage, len(req.Read))
+	var errs []error
+	for i, p := range parts[3:] {
+		if p.IsNil() {
+			continue
+		}
+		rkey := s.cacheKey(req.Read[i])
+		b, err := p.Bytes()
+		if err != nil {
+			return bad()
+		}
+		if res.Values[i], err = checkStored(rkey, -1, b); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	res.ReadErr = errors.Join(errs...)
+	return res, nil
+}
+
+// Finish runs the end of a turn in one request: one script, applied
+// atomically, in this order:
+//
+//  1. If {p}:lock:{ThreadID} no longer holds Lock.Token (it expired, was
+//     released or force-released, or another holder took it over),
+//     nothing is written and the error matches ErrLockNotHeld: the writes
+//     were made under a lock that was lost, and another holder may have
+//     written since. Another holder's lock is never touched.
+//  2. Each CacheWrite is stored as Set stores it and each ListAppend
+//     appended as AppendToList appends it (same bytes, TTL and cap rules).
+//  3. Release-or-next on {p}:queue:{ThreadID}: entries whose ExpiresAt is
+//     before now (the State's clock) are popped and discarded and
+//     unreadable ones moved to the dead-letter list, as Dequeue does,
+//     until a live entry is found. It is popped and returned in Next, and
+//     the lock is kept and extended to LockTTL from now. When no live entry
+//     is left, the lock is deleted. Deciding and releasing in one atomic
+//     step closes vercel/chat#928: an entry another client queues (Admit or
+//     Enqueue) is either seen here, or queued after the release, when that
+//     client can take the lock itself.
+//
+// Call it again with Next handled (and its own writes) until Next is nil.
+//
+// Finish carries an operation id (see State): after a lost reply, a reset
+// or a 503 it is sent again, and the repeat applies nothing and returns the
+// recorded result, the popped entry included, so no entry is lost to a lost
+// reply. When every attempt failed, the error matches ErrOutcomeUnknown:
+// the writes and the release-or-next were applied once or not at all (an
+// entry popped then stays in the record, unread, as with Dequeue; the
+// lock, if kept, lapses after LockTTL).
+//
+// An entry whose expiresAt the script can read but Go cannot decode (not
+// JSON, not valid UTF-8) is moved to the dead-letter list by a follow-up
+// request, which also goes on with release-or-next; DeadLettered counts
+// it. Invalid arguments are refused with ErrInvalidArgument before any
+// request.
+func (s *State) Finish(ctx context.Context, req FinishRequest) (FinishResult, error) {
+	res, err := s.finish(ctx, req)
+	return res, opError("Finish", err)
+}
+
+// finishArgs is finish.lua's arguments from ARGV[6] on, and its keys from
+// the writes on.
+func (s *State) finishArgs(req FinishRequest) (keys []string, args []any, err error) {
+	keys = make([]string, 0, len(req.Set)+len(req.Append))
+	args = make([]any, 0, 2+2*len(req.Set)+3*len(req.Append))
+	args = append(args, strconv.Itoa(len(req.Set)), strconv.Itoa(len(req.Append)))
+	for _, w := range req.Set {
+		if err := checkID("key", w.Key); err != nil {
+			return nil, nil, err
+		}
+		if w.TTL < 0 {
+			return nil, nil, fmt.Errorf("%w: key %q: negative TTL %v", ErrInvalidArgument, w.Key, w.TTL)
+		}
+		data, err := encodeJSON(strconv.Quote(w.Key), w.Value)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, s.cacheKey(w.Key))
+		args = append(args, string(data), msArg(w.TTL))
+	}
+	for _, l := range req.Append {
+		if err := checkID("key", l.Key); err != nil {
+			return nil, nil, err
+		}
+		if err := checkLength("MaxLength", l.Key, l.Options.MaxLength); err != nil {
+			return nil, nil, err
+		}
+		if l.Options.TTL < 0 {
+			return nil, nil, fmt.Errorf("%w: key %q: negative TTL %v", ErrInvalidArgument, l.Key, l.Options.TTL)
+		}
+		data, err := encodeJSON(strconv.Quote(l.Key), l.Value)
+		if err != nil {
+			return nil, nil, err
+		}
+		keys = append(keys, s.listKey(l.Key))
+		args = append(args, string(data), strconv.Itoa(l.Options.MaxLength), msArg(l.Options.TTL))
+	}
+	return keys, args, nil
+}
+
+func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, error) {
+	var res FinishResult
+	if err := checkLock(req.Lock); err != nil {
+		return res, err
+	}
+	lock := req.Lock
+	ttl := s.lockTTL(ctx, req.LockTTL)
+	if err := checkTTL(lock.ThreadID, ttl); err != nil {
+		return res, err
+	}
+	writeKeys, writeArgs, err := s.finishArgs(req)
+	if err != nil {
+		return res, err
+	}
+	base := []string{s.lockKey(lock.ThreadID), s.fenceKey(lock.ThreadID), s.queueKey(lock.ThreadID), s.deadLetterKey(lock.ThreadID)}
+	prevOp := "" // the operation whose entry could not be decoded
+	for {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		id, err := newOpID()
+		if err != nil {
+			return res, err
+		}
+		keys := append([]string{s.opKey(id)}, base...)
+		args := []any{msArg(opRecordTTL(ctx)), lock.Token, msArg(ttl), strconv.FormatInt(s.now().UnixMilli(), 10), msArg(deadLetterTTL)}
+		if prevOp == "" {
+			keys = append(keys, writeKeys...)
+			args = append(args, "0")
+			args = append(args, writeArgs...)
+		} else {
+			// A follow-up: no writes (they were applied), the bad entry
+			// moved from prevOp's record.
+			keys = append(keys, s.opKey(prevOp))
+			args = append(args, "1", "0", "0")
+		}
+		before := s.now()
+		v, err := finishScript.Run(ctx, s.c, keys, args...)
+		if err = inDoubt(err); err != nil {
+			return res, err
+		}
+		r, err := opReply(v, "finish")
+		if err != nil {
+			return res, err
+		}
+		kind, expired, dead, raw, ok := parseFinish(r)
+		if !ok {
+			return res, protocolErrorf("finish script replied %q", truncate(r, 40))
+		}
+		res.Expired += expired
+		res.DeadLettered += dead
+		switch kind {
+		case 'h':
+			return res, fmt.Errorf("%w: thread %q: nothing was written", ErrLockNotHeld, lock.ThreadID)
+		case 'r':
+			return res, nil
+		}
+		lock.ExpiresAt = msFloor(before.Add(ttl))
+		var e QueueEntry
+		if utf8.Valid(raw) && json.Unmarshal(raw, &e) == nil {
+			res.Next = &e
+			return res, nil
+		}
+		prevOp = id
+	}
+}
+
+// parseFinish splits finish.lua's reply kind:expired:dead:entry.
+func parseFinish(r string) (kind byte, expired, dead int, entry []byte, ok bool) {
+	parts := strings.SplitN(r, ":", 4)
+	if len(parts) != 4 || len(parts[0]) != 1 || !strings.Contains("nrh", parts[0]) {
+		return 0, 0, 0, nil, false
+	}
+	var err1, err2 error
+	expired, err1 = strconv.Atoi(parts[1])
+	dead, err2 = strconv.Atoi(parts[2])
+	if err1 != nil || err2 != nil || (parts[0] == "n") != (parts[3] != "") {
+		return 0, 0, 0, nil, false
+	}
+	return parts[0][0], expired, dead, []byte(parts[3]), true
+}
