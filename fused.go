@@ -416,6 +416,8 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult,
 //     client can take the lock itself.
 //
 // Call it again with Next handled (and its own writes) until Next is nil.
+// Stop KeepLockAlive on the lock first: Finish updates Lock.ExpiresAt
+// when it keeps the lock.
 //
 // Finish carries an operation id (see State): after a lost reply, a reset
 // or a 503 it is sent again, and the repeat applies nothing and returns the
@@ -428,8 +430,10 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult,
 // An entry whose expiresAt the script can read but Go cannot decode (not
 // JSON, not valid UTF-8) is moved to the dead-letter list by a follow-up
 // request, which also goes on with release-or-next; DeadLettered counts
-// it. Invalid arguments are refused with ErrInvalidArgument before any
-// request.
+// it. (Should the lock be lost in between, the follow-up still moves the
+// entry, and the error matches ErrLockNotHeld although the writes were
+// applied.) Invalid arguments are refused with ErrInvalidArgument before
+// any request.
 func (s *State) Finish(ctx context.Context, req FinishRequest) (FinishResult, error) {
 	res, err := s.finish(ctx, req)
 	return res, opError("Finish", err)
@@ -528,6 +532,9 @@ func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, er
 		res.DeadLettered += dead
 		switch kind {
 		case 'h':
+			if prevOp != "" {
+				return res, fmt.Errorf("%w: thread %q: lost after the writes were applied, while an unreadable entry was moved", ErrLockNotHeld, lock.ThreadID)
+			}
 			return res, fmt.Errorf("%w: thread %q: nothing was written", ErrLockNotHeld, lock.ThreadID)
 		case 'r':
 			return res, nil

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/statetest"
 	"github.com/chatstate/upstash/upstashtest"
 )
 
@@ -79,6 +80,22 @@ func exists(t *testing.T, c *upstash.Client, key string) bool {
 	return rawInt(t, c, "EXISTS", key) == 1
 }
 
+// ---- conformance ----
+
+func TestFusedConformance(t *testing.T) {
+	env := newStateEnv(t)
+	statetest.RunFused(t, func(*testing.T) upstash.FusedAdapter { return env.state })
+}
+
+// TestFusedConformanceFaults runs the fused suite with 15% of the requests
+// failing (503, reset, reply dropped, latency) on a server of its own.
+func TestFusedConformanceFaults(t *testing.T) {
+	srv := upstashtest.NewServer(t, upstashtest.WithSeed(12))
+	c := clientOf(t, srv.URL, srv.Token, upstash.WithRetry(upstash.RetryPolicy{MaxRetries: 10, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}))
+	s := upstash.NewState(c)
+	statetest.RunFusedFaults(t, srv, func(*testing.T) upstash.FusedAdapter { return s })
+}
+
 // ---- Admit ----
 
 func TestAdmitAcquires(t *testing.T) {
@@ -133,6 +150,12 @@ func TestAdmitAcquires(t *testing.T) {
 		t.Errorf("ExtendLock of Admit's lock = %v, %v", ok, err)
 	}
 	must(t, s.Unlock(ctxT(t), l))
+
+	// A missing key last in Read (a Lua table ending in false).
+	res1 := admit(t, s, upstash.AdmitRequest{ThreadID: "u", LockTTL: time.Minute, Read: []string{"thread-state:t", "missing"}})
+	if len(res1.Values) != 2 || res1.Values[0] == nil || res1.Values[1] != nil {
+		t.Errorf("Values = %q, want the state and nil", res1.Values)
+	}
 
 	// Subscribed, and a fence larger than the last one.
 	mustDo(t, c, "SADD", "chat-sdk:subscriptions", "t")
@@ -543,6 +566,43 @@ func TestFinishCorruptEntries(t *testing.T) {
 	}
 	if n := rawInt(t, c, "LLEN", "chat-sdk:queue-corrupt:t"); n != 3 {
 		t.Errorf("dead-letter list has %d entries, want 3", n)
+	}
+}
+
+// TestFinishLockLostBeforeFollowUp: the lock is lost between Finish's
+// request (which applied the writes and popped an entry Go cannot decode)
+// and the follow-up that moves that entry: the entry is still moved, and
+// the error says the lock was lost.
+func TestFinishLockLostBeforeFollowUp(t *testing.T) {
+	env := newHookedEnv(t)
+	c, s := env.other, env.state
+	lock := mustAcquire(t, s, "t", time.Minute)
+	w := mustAcquire(t, s, "warm", time.Minute)
+	mustDo(t, c, "RPUSH", "chat-sdk:queue:warm", `{"message":,"expiresAt":`+itoa(farFuture)+`}`)
+	finish(t, s, upstash.FinishRequest{Lock: w, LockTTL: time.Minute}) // loads the script
+	badJSON := `{"message":,"expiresAt":` + itoa(farFuture) + `}`
+	mustDo(t, c, "RPUSH", "chat-sdk:queue:t", badJSON, entryJSON("live", farFuture))
+	env.hook.arm(func(n int) {
+		if n == 2 {
+			mustDo(t, c, "DEL", "chat-sdk:lock:t")
+		}
+	})
+	res, err := s.Finish(ctxT(t), upstash.FinishRequest{Lock: lock, LockTTL: time.Minute, Set: []upstash.CacheWrite{{Key: "k", Value: 1}}})
+	env.hook.arm(nil)
+	if !errors.Is(err, upstash.ErrLockNotHeld) || !strings.Contains(err.Error(), "after the writes") {
+		t.Fatalf("Finish = %+v, %v; want ErrLockNotHeld after the writes", res, err)
+	}
+	if res.DeadLettered != 1 || res.Next != nil {
+		t.Errorf("result %+v, want 1 dead-lettered", res)
+	}
+	if got := rawStrings(t, c, "LRANGE", "chat-sdk:queue-corrupt:t", 0, -1); len(got) != 1 || got[0] != badJSON {
+		t.Errorf("dead-letter list = %q", got)
+	}
+	if got := rawString(t, c, "GET", "chat-sdk:cache:k"); got != "1" {
+		t.Errorf("the write = %s, want it applied", got)
+	}
+	if items := queueItems(t, c, "t"); len(items) != 1 {
+		t.Errorf("queue = %q, want the live entry left for the next holder", items)
 	}
 }
 
