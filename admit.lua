@@ -2,8 +2,8 @@
 -- Admit: one incoming message in one script. KEYS[1] = {p}:op:{opID}; then,
 -- in this order and only when asked for: the dedupe key {p}:cache:{key}
 -- (ARGV[2] ~= ''), {p}:subscriptions (ARGV[4] ~= ''), {p}:lock:{id},
--- {p}:fence:{id} and {p}:queue:{id} (ARGV[5] ~= ''), and the ARGV[12]
--- cache keys to read.
+-- {p}:fence:{id} and {p}:queue:{id} (ARGV[5] ~= ''), the ARGV[13] list
+-- keys to append to, and the ARGV[12] cache keys to read.
 -- ARGV[1] = the record's TTL in ms; ARGV[2] = the dedupe value's JSON text
 -- ('' for no dedupe), ARGV[3] = its TTL in ms ('0' for none); ARGV[4] =
 -- the thread id to look up in the subscriptions ('' for none); ARGV[5] =
@@ -12,10 +12,13 @@
 -- queue entry's JSON ('' for none), ARGV[9] = maxSize, ARGV[10] = the
 -- queue's TTL in ms, ARGV[11] = '1' to drop the entry rather than the
 -- oldest one when the queue holds maxSize entries; ARGV[12] = the number of
--- cache keys to read. Numbers stay strings, so Lua never formats them.
+-- cache keys to read; ARGV[13] = the number of list appends, followed by
+-- the JSON text, maxLength and the list's TTL in ms ('0' for none) of each.
+-- Numbers stay strings, so Lua never formats them.
 --
 -- Steps, each the same as the single operation: SET NX (PX) on the dedupe
--- key (SetIfNotExists), and stop there when it was present; SISMEMBER;
+-- key (SetIfNotExists), and stop there when it was present; the list
+-- appends (append.lua: RPUSH, LTRIM, PEXPIRE); SISMEMBER;
 -- take the lock (acquire.lua: token, PX, fencing token) or, when another
 -- token is in it, enqueue the entry (enqueue.lua: RPUSH, LTRIM, PEXPIRE);
 -- LLEN; GET each cache key, only when the lock was taken or none was asked
@@ -45,6 +48,9 @@ if ARGV[5] ~= '' then
   lockKey, fenceKey, queueKey = KEYS[k], KEYS[k + 1], KEYS[k + 2]
   k = k + 3
 end
+local appends = tonumber(ARGV[13])
+local appendKey = k
+k = k + appends
 
 if not replay then
   if dedupeKey then
@@ -55,6 +61,20 @@ if not replay then
     end
     if not redis.call(unpack(args)) then
       outcome = 'd'
+    end
+  end
+  if not outcome then
+    local a = 14
+    for i = 0, appends - 1 do
+      local key = KEYS[appendKey + i]
+      redis.call('RPUSH', key, ARGV[a])
+      if ARGV[a + 1] ~= '0' then
+        redis.call('LTRIM', key, '-' .. ARGV[a + 1], -1)
+      end
+      if ARGV[a + 2] ~= '0' then
+        redis.call('PEXPIRE', key, ARGV[a + 2])
+      end
+      a = a + 3
     end
   end
   if not outcome and not lockKey then

@@ -53,6 +53,12 @@ type AdmitRequest struct {
 	// 10 minutes). Negative values are refused.
 	DedupeTTL time.Duration
 
+	// Append lists items to append, as AppendToList would, once the
+	// message is known not to be a duplicate, whatever happens to the lock
+	// (the Chat SDK appends every new message to its thread's history
+	// before it locks). nil (the zero value): none.
+	Append []ListAppend
+
 	// CheckSubscription is the thread id to look up in the subscriptions
 	// (IsSubscribed), the result going to AdmitResult.Subscribed. ""
 	// (the zero value): no lookup.
@@ -203,7 +209,8 @@ var (
 //
 //  1. Dedupe: SET NX on {p}:cache:{DedupeKey}, as SetIfNotExists. A
 //     duplicate stops here: no lock, no queue, no reads.
-//  2. SISMEMBER {p}:subscriptions CheckSubscription.
+//  2. Each Append item appended to {p}:list:{key} as AppendToList appends
+//     it. SISMEMBER {p}:subscriptions CheckSubscription.
 //  3. The lock {p}:lock:{ThreadID}: taken as AcquireLock takes it (token
 //     "go_" + 32 hex digits, PX LockTTL, fencing token in Lock.Fence, kept
 //     at {p}:fence:{ThreadID}); taken over when busy and TakeOver is set.
@@ -216,8 +223,8 @@ var (
 //  4. GET {p}:cache:{key} for each Read key, when the lock was taken or
 //     none was asked for.
 //
-// Values are stored byte for byte as SetIfNotExists and Enqueue store
-// them; the keys are state-redis's (plus this library's op and fence
+// Values are stored byte for byte as SetIfNotExists, AppendToList and
+// Enqueue store them; the keys are state-redis's (plus this library's op and fence
 // keys), so a TypeScript bot on the same database sees a dedupe marker, a
 // lock and a queue entry as its own adapter writes them.
 //
@@ -237,8 +244,8 @@ func (s *State) Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error
 
 func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error) {
 	var res AdmitResult
-	keys := make([]string, 0, 5+len(req.Read))
-	args := make([]any, 11)
+	keys := make([]string, 0, 5+len(req.Append)+len(req.Read))
+	args := make([]any, 12, 12+3*len(req.Append))
 	for i := range args {
 		args[i] = ""
 	}
@@ -300,6 +307,16 @@ func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error
 		// ExpiresAt from the time before the request, so it is never later
 		// than the server's expiry.
 		lock.ExpiresAt = msFloor(s.now().Add(ttl))
+	}
+	// Appends.
+	args[11] = strconv.Itoa(len(req.Append))
+	for _, l := range req.Append {
+		data, err := s.appendData(l)
+		if err != nil {
+			return res, err
+		}
+		keys = append(keys, s.listKey(l.Key))
+		args = append(args, string(data), strconv.Itoa(l.Options.MaxLength), msArg(l.Options.TTL))
 	}
 	// Reads.
 	for _, key := range req.Read {
@@ -460,16 +477,7 @@ func (s *State) finishArgs(req FinishRequest) (keys []string, args []any, err er
 		args = append(args, string(data), msArg(w.TTL))
 	}
 	for _, l := range req.Append {
-		if err := checkID("key", l.Key); err != nil {
-			return nil, nil, err
-		}
-		if err := checkLength("MaxLength", l.Key, l.Options.MaxLength); err != nil {
-			return nil, nil, err
-		}
-		if l.Options.TTL < 0 {
-			return nil, nil, fmt.Errorf("%w: key %q: negative TTL %v", ErrInvalidArgument, l.Key, l.Options.TTL)
-		}
-		data, err := encodeJSON(strconv.Quote(l.Key), l.Value)
+		data, err := s.appendData(l)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -477,6 +485,21 @@ func (s *State) finishArgs(req FinishRequest) (keys []string, args []any, err er
 		args = append(args, string(data), strconv.Itoa(l.Options.MaxLength), msArg(l.Options.TTL))
 	}
 	return keys, args, nil
+}
+
+// appendData checks l as AppendToList checks its arguments and returns
+// the value's JSON.
+func (s *State) appendData(l ListAppend) ([]byte, error) {
+	if err := checkID("key", l.Key); err != nil {
+		return nil, err
+	}
+	if err := checkLength("MaxLength", l.Key, l.Options.MaxLength); err != nil {
+		return nil, err
+	}
+	if l.Options.TTL < 0 {
+		return nil, fmt.Errorf("%w: key %q: negative TTL %v", ErrInvalidArgument, l.Key, l.Options.TTL)
+	}
+	return encodeJSON(strconv.Quote(l.Key), l.Value)
 }
 
 func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, error) {

@@ -262,6 +262,21 @@ func TestAdmitBusy(t *testing.T) {
 		t.Error("the dropped message's dedupe marker is gone")
 	}
 
+	// The history append happens for a queued message, not for a
+	// duplicate.
+	req = holderReq(t, "m8")
+	req.Append = []upstash.ListAppend{{Key: "msg-history:t", Value: "m8", Options: upstash.ListOptions{MaxLength: 100, TTL: time.Hour}}}
+	if res = admit(t, s, req); !res.Queued {
+		t.Errorf("Admit with an append = %+v, want queued", res)
+	}
+	if res = admit(t, s, req); !res.Duplicate {
+		t.Errorf("second Admit with an append = %+v, want a duplicate", res)
+	}
+	if got := rawStrings(t, c, "LRANGE", "chat-sdk:list:msg-history:t", 0, -1); len(got) != 1 || got[0] != `"m8"` {
+		t.Errorf("history = %q, want the queued message once", got)
+	}
+	wantTTLBetween(t, c, "chat-sdk:list:msg-history:t", 59*time.Minute, time.Hour)
+
 	// A lock held by TypeScript is busy too.
 	mustDo(t, c, "SET", "chat-sdk:lock:ts", "redis_1_abc", "PX", 30000)
 	req = holderReq(t, "m7")
@@ -362,6 +377,8 @@ func TestAdmitInvalidArguments(t *testing.T) {
 		"entry without expiry":  {ThreadID: "t", LockTTL: time.Minute, Entry: &upstash.QueueEntry{Message: json.RawMessage(`1`)}},
 		"negative MaxQueue":     {ThreadID: "t", LockTTL: time.Minute, Entry: liveEntry(t, "m"), MaxQueue: -1},
 		"empty read key":        {Read: []string{""}},
+		"empty append key":      {Append: []upstash.ListAppend{{Value: 1}}},
+		"negative append TTL":   {Append: []upstash.ListAppend{{Key: "l", Value: 1, Options: upstash.ListOptions{TTL: -1}}}},
 		"invalid UTF-8 key":     {DedupeKey: "d\xff"},
 		"invalid UTF-8 message": {ThreadID: "t", LockTTL: time.Minute, Entry: &upstash.QueueEntry{Message: json.RawMessage("\"\xff\""), ExpiresAt: time.Now().Add(time.Minute)}},
 	}
@@ -711,7 +728,9 @@ func TestFusedWritesSameBytes(t *testing.T) {
 	if !ar.Queued {
 		t.Fatalf("Admit = %+v, want queued", ar)
 	}
-	admit(t, s, upstash.AdmitRequest{DedupeKey: "dedupe2-f", DedupeValue: value, DedupeTTL: 10 * time.Minute})
+	admit(t, s, upstash.AdmitRequest{DedupeKey: "dedupe2-f", DedupeValue: value, DedupeTTL: 10 * time.Minute,
+		Append: []upstash.ListAppend{{Key: "hist0-f", Value: value, Options: upstash.ListOptions{MaxLength: 100, TTL: time.Hour}}}})
+	must(t, s.AppendToList(ctx, "hist0-s", value, upstash.ListOptions{MaxLength: 100, TTL: time.Hour}))
 	lock := mustAcquire(t, s, "free-f", time.Minute)
 	finish(t, s, upstash.FinishRequest{
 		Lock: lock, LockTTL: time.Minute,
@@ -729,6 +748,7 @@ func TestFusedWritesSameBytes(t *testing.T) {
 		{"string", "chat-sdk:cache:state"},
 		{"string", "chat-sdk:cache:raw"},
 		{"list", "chat-sdk:list:hist"},
+		{"list", "chat-sdk:list:hist0"},
 	} {
 		single, fused := pair.key+"-s", pair.key+"-f"
 		for _, k := range []string{single, fused} {
@@ -994,8 +1014,10 @@ func fusedCases() []fusedCase {
 		DedupeKey: "dedupe:m", DedupeTTL: time.Hour, CheckSubscription: "t", ThreadID: "t", LockTTL: time.Hour,
 		Entry:    &upstash.QueueEntry{Message: json.RawMessage(`"m"`), EnqueuedAt: time.UnixMilli(1), ExpiresAt: time.UnixMilli(farFuture)},
 		MaxQueue: 10, Read: []string{"state"},
+		Append: []upstash.ListAppend{{Key: "h", Value: "x", Options: upstash.ListOptions{MaxLength: 2}}},
 	}
 	seed := func(t *testing.T, env stateEnv) {
+		mustDo(t, env.client, "RPUSH", "chat-sdk:list:h", `"a"`)
 		mustDo(t, env.client, "SADD", "chat-sdk:subscriptions", "t")
 		mustDo(t, env.client, "SET", "chat-sdk:cache:state", `{"n":1}`)
 	}
@@ -1024,6 +1046,7 @@ func fusedCases() []fusedCase {
 			},
 			want: `dup=false sub=true lock=true busy=false queued=false depth=0 values=["{\"n\":1}"]`,
 			check: func(t *testing.T, env stateEnv) {
+				historyOnce(t, env)
 				if !strings.HasPrefix(rawString(t, env.client, "GET", "chat-sdk:lock:t"), "go_") {
 					t.Error("no lock")
 				}
@@ -1042,6 +1065,7 @@ func fusedCases() []fusedCase {
 			},
 			want: `dup=false sub=true lock=false busy=true queued=true depth=2 values=[]`,
 			check: func(t *testing.T, env stateEnv) {
+				historyOnce(t, env)
 				if n := rawInt(t, env.client, "LLEN", "chat-sdk:queue:t"); n != 2 {
 					t.Errorf("LLEN = %d, want 2: queued once", n)
 				}
@@ -1058,8 +1082,8 @@ func fusedCases() []fusedCase {
 			},
 			want: `dup=true sub=false lock=false busy=false queued=false depth=0 values=[]`,
 			check: func(t *testing.T, env stateEnv) {
-				if exists(t, env.client, "chat-sdk:lock:t") {
-					t.Error("a duplicate took the lock")
+				if exists(t, env.client, "chat-sdk:lock:t") || exists(t, env.client, "chat-sdk:list:h") {
+					t.Error("a duplicate took the lock or appended")
 				}
 			},
 		},

@@ -181,9 +181,16 @@ func testAdmitQueuesWhenBusy(t *testing.T, s upstash.FusedAdapter) {
 	thread := uid(t, "busy")
 	holder := acquire(t, s, thread, longTTL)
 	req := webhook(t, thread, "m1")
+	req.Append = []upstash.ListAppend{{Key: thread + ":history", Value: "m1", Options: upstash.ListOptions{MaxLength: 100}}}
 	res := admitOK(t, s, req)
 	if !res.Busy || !res.Queued || res.Lock != nil || res.QueueDepth != 1 || res.Values != nil {
 		t.Fatalf("Admit on a busy thread = %+v, want queued at depth 1", res)
+	}
+	if dup := admitOK(t, s, req); !dup.Duplicate {
+		t.Errorf("second delivery = %+v, want a duplicate", dup)
+	}
+	if got := listStrings(t, getList(t, s, thread+":history")); fmt.Sprint(got) != "[m1]" {
+		t.Errorf("history = %v, want [m1]: appended for a queued message, not for its duplicate", got)
 	}
 	got := dequeue(t, s, thread)
 	if got == nil || !jsonEqual(t, got.Message, req.Entry.Message) ||
