@@ -180,3 +180,72 @@ func ExampleGetJSON() {
 	// true {Mode:agent Turns:3}
 	// false
 }
+
+// A webhook in two requests: Admit (dedupe, subscription, lock or queue,
+// thread state read) before the bot's work, Finish (thread state write,
+// history append, release or take the next queued message) after it. A
+// message that arrives while the thread is busy is queued by its own
+// Admit and handed to the holder by Finish, never stranded.
+func ExampleState_Admit() {
+	state, done := newExampleState()
+	defer done()
+	ctx := context.Background()
+
+	admit := func(id string) upstash.AdmitResult {
+		entry, err := upstash.NewQueueEntry(map[string]string{"id": id}, 90*time.Second)
+		if err != nil {
+			log.Fatal(err)
+		}
+		res, err := state.Admit(ctx, upstash.AdmitRequest{
+			DedupeKey:         "dedupe:slack:" + id,
+			DedupeTTL:         10 * time.Minute,
+			CheckSubscription: "slack:C1:1.2",
+			ThreadID:          "slack:C1:1.2",
+			LockTTL:           30 * time.Second,
+			Entry:             &entry,
+			MaxQueue:          10,
+			Read:              []string{"thread-state:slack:C1:1.2"},
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+		return res
+	}
+
+	a := admit("m1")
+	fmt.Printf("m1: lock=%v state found=%v\n", a.Lock != nil, a.Values[0] != nil)
+	b := admit("m2") // arrives while m1 is handled
+	fmt.Printf("m2: busy=%v queued=%v depth=%d\n", b.Busy, b.Queued, b.QueueDepth)
+	fmt.Printf("m1 again: duplicate=%v\n", admit("m1").Duplicate)
+
+	// The holder's turns: each Finish writes the turn's state and history,
+	// then hands over the next queued message or releases the lock.
+	for turn := 1; ; turn++ {
+		res, err := state.Finish(ctx, upstash.FinishRequest{
+			Lock:    a.Lock,
+			LockTTL: 30 * time.Second,
+			Set:     []upstash.CacheWrite{{Key: "thread-state:slack:C1:1.2", Value: map[string]int{"turns": turn}, TTL: 30 * 24 * time.Hour}},
+			Append:  []upstash.ListAppend{{Key: "msg-history:slack:C1:1.2", Value: turn, Options: upstash.ListOptions{MaxLength: 100, TTL: 7 * 24 * time.Hour}}},
+		})
+		if err != nil {
+			log.Fatal(err)
+		}
+		if res.Next == nil {
+			fmt.Println("released")
+			break
+		}
+		fmt.Printf("next: %s\n", res.Next.Message)
+	}
+	state2, err := state.Get(ctx, "thread-state:slack:C1:1.2")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Printf("state: %s\n", state2)
+	// Output:
+	// m1: lock=true state found=false
+	// m2: busy=true queued=true depth=1
+	// m1 again: duplicate=true
+	// next: {"id":"m2"}
+	// released
+	// state: {"turns":2}
+}

@@ -87,6 +87,20 @@ func TestFusedConformance(t *testing.T) {
 	statetest.RunFused(t, func(*testing.T) upstash.FusedAdapter { return env.state })
 }
 
+func TestFusedConformanceUpstash(t *testing.T) {
+	url, token := os.Getenv(upstash.EnvURL), os.Getenv(upstash.EnvToken)
+	if url == "" || token == "" {
+		t.Skipf("set %s and %s to run the fused suite against a real Upstash database", upstash.EnvURL, upstash.EnvToken)
+	}
+	c, err := upstash.New(upstash.Config{URL: url, Token: token})
+	must(t, err)
+	prefix := "statetest-" + randomHex(t, 6)
+	t.Logf("key prefix %s", prefix)
+	t.Cleanup(func() { deleteByPrefix(t, c, prefix) })
+	s := upstash.NewState(c, upstash.WithKeyPrefix(prefix))
+	statetest.RunFused(t, func(*testing.T) upstash.FusedAdapter { return s })
+}
+
 // TestFusedConformanceFaults runs the fused suite with 15% of the requests
 // failing (503, reset, reply dropped, latency) on a server of its own.
 func TestFusedConformanceFaults(t *testing.T) {

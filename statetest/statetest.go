@@ -19,13 +19,13 @@
 // and keys, so one adapter may be shared by all of them (and by parallel
 // runs), and subtests run in parallel.
 //
-// RunFused and RunFusedFaults do the same for the fused operations of an
-// upstash.FusedAdapter (Admit and Finish).
-//
 // RunFaults runs the same suite while an upstashtest.Server injects faults
 // into a share of the requests, and expects the same results: an adapter
 // whose every operation is safe to send again (as upstash.State's are)
 // passes it, given a client that retries enough.
+//
+// RunFused and RunFusedFaults do the same for the fused operations of an
+// upstash.FusedAdapter (Admit and Finish).
 package statetest
 
 import (
