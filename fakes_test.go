@@ -8,9 +8,12 @@ package upstash_test
 //   - netServer (netClient): a real HTTP server with a tiny keyspace that
 //     breaks connections the ways a frozen function meets them;
 //   - captureTransport: answers {"result":"OK"} from memory, keeps the body;
-//   - memoryTransport: answers a canned body per path from memory (benchmarks).
+//   - memoryTransport: answers a canned body per path from memory (benchmarks);
+//   - gateTransport: holds each request until the test releases it;
+//   - pipelineTransport: answers any command or pipeline from memory.
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -460,4 +463,138 @@ func (m memoryTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		Header: http.Header{"Content-Type": {"application/json"}, "Upstash-Sync-Token": {"tok-1"}},
 		Body:   io.NopCloser(strings.NewReader(body)), Request: req,
 	}, nil
+}
+
+// gateTransport holds each request until the test releases it, reporting
+// its arrival with its path and body, and then sends it on through rt.
+// Once opened, it lets every request through, held ones included.
+type gateTransport struct {
+	rt      http.RoundTripper
+	arrived chan *heldRequest
+	mu      sync.Mutex
+	open    bool
+	held    []*heldRequest
+}
+
+// heldRequest is one request a gateTransport holds.
+type heldRequest struct {
+	Path    string
+	Body    []byte
+	release chan struct{}
+	once    sync.Once
+}
+
+// Release lets the request go on.
+func (h *heldRequest) Release() { h.once.Do(func() { close(h.release) }) }
+
+// commands decodes the body of a /pipeline request into its commands.
+func (h *heldRequest) commands(t *testing.T) [][]string {
+	t.Helper()
+	var cmds [][]string
+	if err := json.Unmarshal(h.Body, &cmds); err != nil {
+		t.Fatalf("pipeline body %s: %v", h.Body, err)
+	}
+	return cmds
+}
+
+func newGate(rt http.RoundTripper) *gateTransport {
+	return &gateTransport{rt: rt, arrived: make(chan *heldRequest, 1<<14)}
+}
+
+func (g *gateTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	g.mu.Lock()
+	if !g.open {
+		path := req.URL.Path
+		if path == "" {
+			path = "/"
+		}
+		h := &heldRequest{Path: path, Body: body, release: make(chan struct{})}
+		g.held = append(g.held, h)
+		g.arrived <- h
+		g.mu.Unlock()
+		select {
+		case <-h.release:
+		case <-req.Context().Done():
+			return nil, req.Context().Err()
+		}
+	} else {
+		g.mu.Unlock()
+	}
+	r := req.Clone(req.Context())
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	r.ContentLength = int64(len(body))
+	if req.GetBody != nil {
+		r.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+	}
+	return g.rt.RoundTrip(r)
+}
+
+// next returns the next request to arrive (a minute without one fails the
+// test: a hang detector, not a timing assumption).
+func (g *gateTransport) next(t *testing.T) *heldRequest {
+	t.Helper()
+	select {
+	case h := <-g.arrived:
+		return h
+	case <-time.After(time.Minute):
+		t.Fatal("no request arrived at the gate within a minute")
+		return nil
+	}
+}
+
+// Open lets every request through from now on, and releases those held.
+func (g *gateTransport) Open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.open = true
+	for _, h := range g.held {
+		h.Release()
+	}
+	g.held = nil
+}
+
+// pipelineTransport answers from memory: {"result":1} to a single command,
+// and one {"result":1} per command to a /pipeline request. It counts
+// requests by path.
+type pipelineTransport struct {
+	mu       sync.Mutex
+	requests map[string]int
+}
+
+func (p *pipelineTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	body, err := io.ReadAll(req.Body)
+	req.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	if p.requests == nil {
+		p.requests = map[string]int{}
+	}
+	p.requests[req.URL.Path]++
+	p.mu.Unlock()
+	reply := `{"result":1}`
+	if req.URL.Path == "/pipeline" {
+		var cmds []json.RawMessage
+		if err := json.Unmarshal(body, &cmds); err != nil {
+			return nil, err
+		}
+		reply = "[" + strings.TrimSuffix(strings.Repeat(`{"result":1},`, len(cmds)), ",") + "]"
+	}
+	return &http.Response{
+		StatusCode: 200, ContentLength: int64(len(reply)),
+		Header: http.Header{"Content-Type": {"application/json"}},
+		Body:   io.NopCloser(strings.NewReader(reply)), Request: req,
+	}, nil
+}
+
+func (p *pipelineTransport) count(path string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.requests[path]
 }

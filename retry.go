@@ -113,8 +113,16 @@ func allSafeToRepeat(cmds []Command) bool {
 
 // send posts body to path, retrying as the policy and idempotency allow, and
 // returns the body of a 2xx response. Non-2xx responses become errors.
-// idempotent says that every command in body is safe to repeat.
+// idempotent says that every command in body is safe to repeat. label
+// names the call in errors; "" (an auto-pipelined batch, whose callers
+// each put their own command's name on its errors) leaves them unnamed.
 func (c *Client) send(ctx context.Context, path string, body []byte, idempotent bool, label string) ([]byte, error) {
+	return c.sendLimited(ctx, path, body, idempotent, label, c.settings.limits.MaxResponseBytes)
+}
+
+// sendLimited is send with maxResponse bounding the reply instead of
+// Limits.MaxResponseBytes.
+func (c *Client) sendLimited(ctx context.Context, path string, body []byte, idempotent bool, label string, maxResponse int64) ([]byte, error) {
 	if _, ok := ctx.Deadline(); !ok && c.settings.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.settings.timeout)
@@ -134,7 +142,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 			}
 			return nil, finalError(ctxErr, lastErr, last, idempotent, label)
 		}
-		out := c.attempt(ctx, path, body, idempotent)
+		out := c.attempt(ctx, path, body, idempotent, maxResponse)
 		err := out.err
 		if err == nil {
 			if out.token != "" {
@@ -157,7 +165,7 @@ func (c *Client) send(ctx context.Context, path string, body []byte, idempotent 
 		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait+minAttemptTime {
 			return nil, finalError(context.DeadlineExceeded, err, out, idempotent, label)
 		}
-		c.log.DebugContext(ctx, "upstash: retrying", "command", label, "attempt", attempt+1, "wait", wait, "error", err)
+		c.log.DebugContext(ctx, "upstash: retrying", "command", logLabel(label), "attempt", attempt+1, "wait", wait, "error", err)
 		timer := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():

@@ -130,9 +130,10 @@ func (out attemptOutcome) mayHaveRun() bool {
 	return out.status >= 500 || out.status >= 200 && out.status < 300
 }
 
-// attempt sends one HTTP request and reads the response. idempotent marks
-// a request every command of which is safe to repeat.
-func (c *Client) attempt(ctx context.Context, path string, body []byte, idempotent bool) attemptOutcome {
+// attempt sends one HTTP request and reads the response, of at most
+// maxResponse bytes (no limit if 0 or less). idempotent marks a request
+// every command of which is safe to repeat.
+func (c *Client) attempt(ctx context.Context, path string, body []byte, idempotent bool, maxResponse int64) attemptOutcome {
 	var traced, wrote atomic.Bool
 	trace := &httptrace.ClientTrace{
 		GetConn:      func(string) { traced.Store(true) },
@@ -183,7 +184,7 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 			ErrProtocol, truncate(c.token.clean(ce), 40))
 		return attemptOutcome{status: status, wrote: true, answered: true, err: err}
 	}
-	data, err := readLimited(raw, c.settings.limits.MaxResponseBytes, resp.RawResponse.ContentLength)
+	data, err := readLimited(raw, maxResponse, resp.RawResponse.ContentLength)
 	if errors.Is(err, ErrProtocol) {
 		return attemptOutcome{status: status, wrote: true, answered: true, err: err}
 	}

@@ -70,6 +70,8 @@ type clientCore struct {
 	// it sends anything (the default transport, except on js/wasm): a
 	// failure without any trace event then proves that nothing was sent.
 	traced bool
+	// auto batches concurrent Run calls (nil: auto-pipelining is off).
+	auto *autoPipeliner
 }
 
 // Limits bounds what the client sends and accepts. A zero field disables
@@ -104,6 +106,7 @@ type settings struct {
 	readYourWrites bool
 	telemetry      bool
 	limits         Limits
+	autoPipelining bool
 }
 
 // Option configures a Client. Each option's doc comment gives the default,
@@ -154,6 +157,21 @@ func WithTelemetry(on bool) Option { return func(s *settings) { s.telemetry = on
 // check.
 func WithLimits(l Limits) Option { return func(s *settings) { s.limits = l } }
 
+// WithAutoPipelining turns auto-pipelining on (the default) or off. On,
+// commands that concurrent callers send through the client (Run, Do, the
+// typed helpers, Script.Run, and so every State operation) travel
+// together: a call that finds fewer than four requests of the client's in
+// flight is sent at once, alone; calls made while four are in flight wait,
+// and go out together in one /pipeline request (up to 1000 commands and
+// Limits.MaxRequestBytes) as soon as one of those returns. A lone caller
+// is never delayed, and a burst of callers needs only a few connections.
+// Each caller gets its own reply and error, exactly as if its command had
+// gone alone: commands safe to repeat and the others never share a
+// request, so a batch is retried only when every command in it may be.
+// Blocking commands (BLPOP, XREAD…) and Pipeline and Transaction calls are
+// always sent as they are. Off, every call is its own request.
+func WithAutoPipelining(on bool) Option { return func(s *settings) { s.autoPipelining = on } }
+
 // New returns a client for the database cfg names. It does no network I/O;
 // call Ping to check the credentials. A URL with a path (https://host/v2) is
 // a path prefix: commands go to /v2, pipelines to /v2/pipeline and
@@ -170,6 +188,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		readYourWrites: true,
 		telemetry:      os.Getenv("UPSTASH_DISABLE_TELEMETRY") == "",
 		limits:         DefaultLimits,
+		autoPipelining: true,
 	}
 	for _, o := range opts {
 		o(&s)
@@ -197,7 +216,7 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	if log == nil {
 		log = slog.New(discardHandler{})
 	}
-	return &Client{&clientCore{
+	core := &clientCore{
 		baseURL:  baseURL,
 		rest:     newRESTClient(s.transport),
 		headers:  headers,
@@ -206,7 +225,11 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		authHint: authHint(cfg.tokenVar, baseURL),
 		token:    secret(cfg.Token),
 		traced:   s.transport == nil && !viaFetch,
-	}}, nil
+	}
+	if s.autoPipelining {
+		core.auto = &autoPipeliner{}
+	}
+	return &Client{core}, nil
 }
 
 func detectPlatform() string {
@@ -252,13 +275,30 @@ func (c *Client) SetSyncToken(token string) { c.syncToken.Store(&token) }
 // Run sends one command and returns its reply. A command error is returned
 // as an *Error. Script commands fall back from EVALSHA to EVAL on NOSCRIPT.
 // Every error's text starts with "upstash: " and the command's name.
+//
+// With auto-pipelining on (see WithAutoPipelining), the command may travel
+// in one request with other callers' concurrent commands; its reply and
+// its error are still its own.
 func (c *Client) Run(ctx context.Context, cmd Command) (Value, error) {
-	v, err := c.runOne(ctx, cmd)
-	if cmd.script != nil && isNoScript(err) {
-		c.log.DebugContext(ctx, "upstash: script not cached, sending EVAL", "sha", cmd.script.sha)
-		v, err = c.runOne(ctx, cmd.evalForm())
+	var v Value
+	var err error
+	if c.auto != nil && autoPipelinable(cmd) {
+		v, err = c.auto.run(ctx, c, cmd)
+	} else {
+		v, err = c.runAlone(ctx, cmd, nil)
 	}
 	return v, c.token.scrub(err)
+}
+
+// runAlone sends cmd in a request of its own, and its EVAL form after a
+// NOSCRIPT reply. body is cmd already encoded and checked, or nil.
+func (c *Client) runAlone(ctx context.Context, cmd Command, body []byte) (Value, error) {
+	v, err := c.runOne(ctx, cmd, body)
+	if cmd.script != nil && isNoScript(err) {
+		c.log.DebugContext(ctx, "upstash: script not cached, sending EVAL", "sha", cmd.script.sha)
+		v, err = c.runOne(ctx, cmd.evalForm(), nil)
+	}
+	return v, err
 }
 
 // Do sends one command built from its arguments: Do(ctx, "GET", "key").
@@ -266,14 +306,15 @@ func (c *Client) Do(ctx context.Context, name string, args ...any) (Value, error
 	return c.Run(ctx, Cmd(name, args...))
 }
 
-func (c *Client) runOne(ctx context.Context, cmd Command) (Value, error) {
+// runOne sends cmd in a request of its own. body is cmd already encoded
+// and checked, or nil.
+func (c *Client) runOne(ctx context.Context, cmd Command, body []byte) (Value, error) {
 	name := cmd.Name()
-	body, err := encodeCommand(nil, cmd, -1, name)
-	if err != nil {
-		return Value{}, err
-	}
-	if err := checkRequestSize(body, name, c.settings.limits.MaxRequestBytes); err != nil {
-		return Value{}, err
+	if body == nil {
+		var err error
+		if body, err = c.encodeOne(cmd, name); err != nil {
+			return Value{}, err
+		}
 	}
 	safe := cmd.safeToRepeat()
 	resp, err := c.send(ctx, "", body, safe, name)
@@ -282,6 +323,19 @@ func (c *Client) runOne(ctx context.Context, cmd Command) (Value, error) {
 	}
 	v, err := decodeReply(resp, c.settings.base64, c.token, c.decodeBudget(), name)
 	return v, unreadableReply(err, safe, name)
+}
+
+// encodeOne encodes cmd as the body of a request of its own, within
+// Limits.MaxRequestBytes.
+func (c *Client) encodeOne(cmd Command, name string) ([]byte, error) {
+	body, err := encodeCommand(nil, cmd, -1, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkRequestSize(body, name, c.settings.limits.MaxRequestBytes); err != nil {
+		return nil, err
+	}
+	return body, nil
 }
 
 // Pipeline sends commands in one request to /pipeline and returns one Result
