@@ -208,10 +208,11 @@ var (
 // applied atomically, in this order:
 //
 //  1. Dedupe: SET NX on {p}:cache:{DedupeKey}, as SetIfNotExists. A
-//     duplicate stops here: no lock, no queue, no reads.
-//  2. Each Append item appended to {p}:list:{key} as AppendToList appends
-//     it. SISMEMBER {p}:subscriptions CheckSubscription.
-//  3. The lock {p}:lock:{ThreadID}: taken as AcquireLock takes it (token
+//     duplicate stops here: no append, no lock, no queue, no reads.
+//  2. Each Append item is appended to {p}:list:{key} as AppendToList
+//     appends it.
+//  3. SISMEMBER {p}:subscriptions CheckSubscription.
+//  4. The lock {p}:lock:{ThreadID}: taken as AcquireLock takes it (token
 //     "go_" + 32 hex digits, PX LockTTL, fencing token in Lock.Fence, kept
 //     at {p}:fence:{ThreadID}); taken over when busy and TakeOver is set.
 //     When another holder has it, Entry is queued at {p}:queue:{ThreadID}
@@ -220,13 +221,14 @@ var (
 //     the queue full. The lock check and the enqueue are one atomic step,
 //     and Finish releases only in an atomic step that sees the queue
 //     empty: an entry queued here is never stranded (vercel/chat#928).
-//  4. GET {p}:cache:{key} for each Read key, when the lock was taken or
+//  5. GET {p}:cache:{key} for each Read key, when the lock was taken or
 //     none was asked for.
 //
 // Values are stored byte for byte as SetIfNotExists, AppendToList and
-// Enqueue store them; the keys are state-redis's (plus this library's op and fence
-// keys), so a TypeScript bot on the same database sees a dedupe marker, a
-// lock and a queue entry as its own adapter writes them.
+// Enqueue store them, and the keys are state-redis's (plus this library's
+// op and fence keys), so a TypeScript bot on the same database sees a
+// dedupe marker, a history item, a lock and a queue entry as its own
+// adapter writes them.
 //
 // Like the single operations, Admit carries an operation id (see State):
 // after a lost reply, a reset or a 503 it is sent again, and the repeat
@@ -244,13 +246,14 @@ func (s *State) Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error
 
 func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error) {
 	var res AdmitResult
+	// admit.lua's keys and arguments (after the operation id's), in order.
 	keys := make([]string, 0, 5+len(req.Append)+len(req.Read))
-	args := make([]any, 12, 12+3*len(req.Append))
-	for i := range args {
-		args[i] = ""
-	}
-	// Dedupe.
-	args[1] = "0"
+	dedupeJSON, dedupeTTL := "", "0"
+	subscription := ""
+	token, lockTTL, takeOver := "", "0", "0"
+	entryJSON, maxQueue, entryQueueTTL, dropNewest := "", "0", "0", "0"
+	var appendArgs []any
+
 	if req.DedupeKey != "" {
 		if req.DedupeTTL < 0 {
 			return res, fmt.Errorf("%w: dedupe key %q: negative TTL %v", ErrInvalidArgument, req.DedupeKey, req.DedupeTTL)
@@ -264,16 +267,13 @@ func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error
 			return res, err
 		}
 		keys = append(keys, s.cacheKey(req.DedupeKey))
-		args[0], args[1] = string(data), msArg(req.DedupeTTL)
+		dedupeJSON, dedupeTTL = string(data), msArg(req.DedupeTTL)
 	}
-	// Subscription.
 	if req.CheckSubscription != "" {
 		keys = append(keys, s.subscriptionsKey())
-		args[2] = req.CheckSubscription
+		subscription = req.CheckSubscription
 	}
-	// Lock, or queue.
 	var lock *Lock
-	args[4], args[5], args[7], args[8], args[9] = "0", "0", "0", "0", "0"
 	if req.ThreadID == "" {
 		if req.Entry != nil || req.TakeOver {
 			return res, fmt.Errorf("%w: an Entry or TakeOver needs a ThreadID", ErrInvalidArgument)
@@ -284,48 +284,50 @@ func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error
 			return res, err
 		}
 		if req.TakeOver {
-			args[5] = "1"
+			takeOver = "1"
 		}
 		if req.Entry != nil {
 			data, err := entryData(req.ThreadID, *req.Entry, req.MaxQueue)
 			if err != nil {
 				return res, err
 			}
-			args[6], args[7] = string(data), strconv.Itoa(req.MaxQueue)
-			args[8] = msArg(queueTTL(*req.Entry, s.now()))
+			entryJSON, maxQueue = string(data), strconv.Itoa(req.MaxQueue)
+			entryQueueTTL = msArg(queueTTL(*req.Entry, s.now()))
 			if req.DropNewest {
-				args[9] = "1"
+				dropNewest = "1"
 			}
 		}
-		token, err := newToken()
+		t, err := newToken()
 		if err != nil {
 			return res, err
 		}
-		lock = &Lock{ThreadID: req.ThreadID, Token: token}
 		keys = append(keys, s.lockKey(req.ThreadID), s.fenceKey(req.ThreadID), s.queueKey(req.ThreadID))
-		args[3], args[4] = token, msArg(ttl)
+		token, lockTTL = t, msArg(ttl)
 		// ExpiresAt from the time before the request, so it is never later
 		// than the server's expiry.
-		lock.ExpiresAt = msFloor(s.now().Add(ttl))
+		lock = &Lock{ThreadID: req.ThreadID, Token: token, ExpiresAt: msFloor(s.now().Add(ttl))}
 	}
-	// Appends.
-	args[11] = strconv.Itoa(len(req.Append))
 	for _, l := range req.Append {
 		data, err := s.appendData(l)
 		if err != nil {
 			return res, err
 		}
 		keys = append(keys, s.listKey(l.Key))
-		args = append(args, string(data), strconv.Itoa(l.Options.MaxLength), msArg(l.Options.TTL))
+		appendArgs = append(appendArgs, string(data), strconv.Itoa(l.Options.MaxLength), msArg(l.Options.TTL))
 	}
-	// Reads.
 	for _, key := range req.Read {
 		if err := checkID("key", key); err != nil {
 			return res, err
 		}
 		keys = append(keys, s.cacheKey(key))
 	}
-	args[10] = strconv.Itoa(len(req.Read))
+	args := append([]any{
+		dedupeJSON, dedupeTTL,
+		subscription,
+		token, lockTTL, takeOver,
+		entryJSON, maxQueue, entryQueueTTL, dropNewest,
+		strconv.Itoa(len(req.Read)), strconv.Itoa(len(req.Append)),
+	}, appendArgs...)
 
 	v, err := s.runOp(ctx, admitScript, keys, args...)
 	if err != nil {
