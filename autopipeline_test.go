@@ -749,3 +749,41 @@ func TestAutoPipelineBatchLimits(t *testing.T) {
 		}
 	})
 }
+
+// TestAutoPipelineConnectionReuse: with the default transport, 64
+// concurrent callers never use more connections than requests in flight
+// (each connection is back in the pool before its slot frees), where
+// without auto-pipelining each burst opens dozens.
+func TestAutoPipelineConnectionReuse(t *testing.T) {
+	for _, auto := range []bool{true, false} {
+		t.Run(fmt.Sprintf("auto=%v", auto), func(t *testing.T) {
+			srv := upstashtest.NewServer(t)
+			url, accepted := countConnections(t, srv.Handler())
+			c, err := upstash.New(upstash.Config{URL: url, Token: srv.Token}, upstash.WithAutoPipelining(auto))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := ctxT(t)
+			for burst := 0; burst < 3; burst++ {
+				var wg sync.WaitGroup
+				for g := 0; g < 64; g++ {
+					wg.Add(1)
+					go func(g int) {
+						defer wg.Done()
+						for i := 0; i < 3; i++ {
+							if _, err := c.Incr(ctx, fmt.Sprintf("n%d", g)); err != nil {
+								t.Error(err)
+								return
+							}
+						}
+					}(g)
+				}
+				wg.Wait()
+			}
+			t.Logf("3 bursts of 64 callers: %d connections, %d requests", accepted.Load(), srv.Stats().TotalRequests)
+			if auto && accepted.Load() > inFlight {
+				t.Errorf("%d connections, want at most %d", accepted.Load(), inFlight)
+			}
+		})
+	}
+}

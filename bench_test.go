@@ -10,7 +10,10 @@ package upstash_test
 import (
 	"context"
 	"encoding/base64"
+	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,4 +189,65 @@ func BenchmarkState(b *testing.B) {
 			}
 		}
 	})
+}
+
+// BenchmarkAutoPipeline runs State operations (a Set then a Get of the
+// caller's own key, one iteration) from 1 or 64 concurrent callers
+// through one client with auto-pipelining on or off, against upstashtest
+// with latency injected before each request, over the default transport.
+// Besides the time per iteration it reports HTTP requests per iteration
+// (the server's counters) and the connections the server accepted while
+// the timer ran (after a warm-up burst).
+func BenchmarkAutoPipeline(b *testing.B) {
+	for _, latency := range []time.Duration{5 * time.Millisecond, 20 * time.Millisecond} {
+		for _, callers := range []int{1, 64} {
+			for _, auto := range []bool{true, false} {
+				name := fmt.Sprintf("latency=%v/callers=%d/auto=%v", latency, callers, auto)
+				b.Run(name, func(b *testing.B) { benchAutoPipeline(b, latency, callers, auto) })
+			}
+		}
+	}
+}
+
+func benchAutoPipeline(b *testing.B, latency time.Duration, callers int, auto bool) {
+	srv := upstashtest.NewServer(b)
+	url, accepted := countConnections(b, srv.Handler())
+	c, err := upstash.New(upstash.Config{URL: url, Token: srv.Token}, upstash.WithAutoPipelining(auto))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s := upstash.NewState(c)
+	ctx := context.Background()
+	value := map[string]any{"text": "hello world", "n": 1}
+	run := func(n int) {
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for g := 0; g < callers; g++ {
+			wg.Add(1)
+			go func(g int) {
+				defer wg.Done()
+				key := fmt.Sprintf("thread-state:%d", g)
+				for next.Add(1) <= int64(n) {
+					if err := s.Set(ctx, key, value, time.Hour); err != nil {
+						b.Error(err)
+						return
+					}
+					if v, err := s.Get(ctx, key); err != nil || v == nil {
+						b.Error(v, err)
+						return
+					}
+				}
+			}(g)
+		}
+		wg.Wait()
+	}
+	srv.SetLatency(latency)
+	run(2 * callers) // warm-up: connections and the scripts' cache
+	srv.ResetStats()
+	conns := accepted.Load()
+	b.ResetTimer()
+	run(b.N)
+	b.StopTimer()
+	b.ReportMetric(float64(srv.Stats().TotalRequests)/float64(b.N), "requests/op")
+	b.ReportMetric(float64(accepted.Load()-conns), "new-conns")
 }

@@ -10,7 +10,8 @@ package upstash_test
 //   - captureTransport: answers {"result":"OK"} from memory, keeps the body;
 //   - memoryTransport: answers a canned body per path from memory (benchmarks);
 //   - gateTransport: holds each request until the test releases it;
-//   - pipelineTransport: answers any command or pipeline from memory.
+//   - pipelineTransport: answers any command or pipeline from memory;
+//   - countConnections: serves a handler, counting accepted connections.
 
 import (
 	"bytes"
@@ -597,4 +598,31 @@ func (p *pipelineTransport) count(path string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.requests[path]
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	accepted *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.accepted.Add(1)
+	}
+	return c, err
+}
+
+// countConnections serves h (an upstashtest server's handler, say) on a
+// listener of its own that counts accepted connections, and returns its
+// URL and the counter.
+func countConnections(tb testing.TB, h http.Handler) (string, *atomic.Int64) {
+	tb.Helper()
+	var n atomic.Int64
+	s := httptest.NewUnstartedServer(h)
+	s.Listener = countingListener{Listener: s.Listener, accepted: &n}
+	s.Start()
+	tb.Cleanup(s.Close)
+	return s.URL, &n
 }
