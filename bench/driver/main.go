@@ -9,8 +9,9 @@
 //	  run N CALLERS THREADS   handle flow.Workload(N, THREADS) with CALLERS callers
 //	  handle MSG THREAD SEQ   handle one webhook
 //
-// serve first prints {"event":"hello","client":…,"available":…}; an
-// unavailable client exits after it.
+// serve first prints {"event":"hello","client":…,"available":true}. (The
+// protocol lets a driver report itself unavailable with a reason, as the
+// Node driver does without its packages.)
 package main
 
 import (
@@ -37,15 +38,20 @@ func main() {
 	}
 }
 
-// newState builds the client and State from the environment. (When the
-// client gains an auto-pipelining option that is off by default, go-fused
-// turns it on here.)
-func newState() (*upstash.State, error) {
+// newState builds the client and State from the environment, with the
+// client's options for the configuration: go-calls turns auto-pipelining
+// off, so that it is call by call as its name says; go-fused and the cold
+// start keep the defaults (auto-pipelining on).
+func newState(client string) (*upstash.State, error) {
 	cfg, err := upstash.ConfigFromEnv()
 	if err != nil {
 		return nil, err
 	}
-	c, err := upstash.New(cfg)
+	var opts []upstash.Option
+	if client == "go-calls" {
+		opts = append(opts, upstash.WithAutoPipelining(false))
+	}
+	c, err := upstash.New(cfg, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -69,7 +75,7 @@ func run(args []string) error {
 // configuration, build the client, take a lock. It then waits for EOF on
 // stdin.
 func coldStart(thread string) error {
-	st, err := newState()
+	st, err := newState("go")
 	if err != nil {
 		return err
 	}
@@ -106,7 +112,7 @@ type runReply struct {
 }
 
 func serve(client string) error {
-	st, err := newState()
+	st, err := newState(client)
 	if err != nil {
 		return err
 	}
@@ -115,18 +121,11 @@ func serve(client string) error {
 	case "go-calls":
 		h = flow.NewCalls(st)
 	case "go-fused":
-		h, err = flow.NewFused(st)
+		h = flow.NewFused(st)
 	default:
 		return fmt.Errorf("unknown client %q", client)
 	}
 	out := json.NewEncoder(os.Stdout)
-	if err != nil {
-		if errors.Is(err, flow.ErrUnavailable) {
-			reason := strings.TrimPrefix(err.Error(), flow.ErrUnavailable.Error()+": ")
-			return out.Encode(hello{Event: "hello", Client: client, Reason: reason})
-		}
-		return err
-	}
 	if err := out.Encode(hello{Event: "hello", Client: client, Available: true}); err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ package flow
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -363,6 +362,3 @@ func Percentile(values []int64, p float64) int64 {
 	rank := int(math.Ceil(float64(len(s))*p/100)) - 1
 	return s[min(max(rank, 0), len(s)-1)]
 }
-
-// ErrUnavailable marks a configuration the library cannot run yet.
-var ErrUnavailable = errors.New("unavailable")

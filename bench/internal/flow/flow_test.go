@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -60,10 +59,10 @@ func TestPercentile(t *testing.T) {
 	}
 }
 
-func newState(t *testing.T) (*upstash.State, *upstashtest.Server) {
+func newState(t *testing.T, opts ...upstash.Option) (*upstash.State, *upstashtest.Server) {
 	t.Helper()
 	srv := upstashtest.NewServer(t)
-	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
+	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,10 +87,24 @@ func intReply(t *testing.T, srv *upstashtest.Server, cmd string, args ...any) in
 // handled or drained left exactly one trace in the thread state and the
 // history.
 func TestRunAccountsForEveryWebhook(t *testing.T) {
+	for _, name := range []string{"calls", "fused"} {
+		t.Run(name, func(t *testing.T) { testRunAccountsForEveryWebhook(t, name) })
+	}
+}
+
+// handler returns the flow called name over st.
+func handler(name string, st *upstash.State) Handler {
+	if name == "fused" {
+		return NewFused(st)
+	}
+	return NewCalls(st)
+}
+
+func testRunAccountsForEveryWebhook(t *testing.T, name string) {
 	st, srv := newState(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	h := NewCalls(st)
+	h := handler(name, st)
 	if err := h.Warmup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -142,48 +155,79 @@ func TestRunAccountsForEveryWebhook(t *testing.T) {
 }
 
 // TestHandleOutcomes walks one thread through the four outcomes the
-// harness's profile measures.
+// harness's profile measures, with each flow, and counts the HTTP requests
+// of each step: the fused flow's are issue 11's limits (2 per handled
+// webhook, 1 per duplicate, queued or drained message).
 func TestHandleOutcomes(t *testing.T) {
-	st, srv := newState(t)
-	ctx := context.Background()
-	h := NewCalls(st)
-	w1 := Webhook{Seq: 1, MessageID: "p1", ThreadID: "bench:P"}
-	check := func(w Webhook, want Outcome) {
-		t.Helper()
-		got, err := h.Handle(ctx, w)
-		if err != nil || got != want {
-			t.Fatalf("Handle(%+v) = %+v, %v; want %+v", w, got, err, want)
-		}
-	}
-	check(w1, Outcome{Status: Handled})
-	check(w1, Outcome{Status: Duplicate})
-	if _, err := srv.Do("SET", "chat-sdk:lock:bench:P", "elsewhere", "PX", 60000); err != nil {
-		t.Fatal(err)
-	}
-	check(Webhook{Seq: 2, MessageID: "p2", ThreadID: "bench:P"}, Outcome{Status: Queued})
-	if _, err := srv.Do("DEL", "chat-sdk:lock:bench:P"); err != nil {
-		t.Fatal(err)
-	}
-	check(Webhook{Seq: 3, MessageID: "p3", ThreadID: "bench:P"}, Outcome{Status: Handled, Drained: 1})
-	items, err := st.GetList(ctx, historyKey("bench:P"))
-	if err != nil || len(items) != 3 {
-		t.Fatalf("history: %d items, %v; want 3", len(items), err)
-	}
-	var last Message
-	if err := json.Unmarshal(items[2], &last); err != nil || last.ID != "p2" || string(last.Raw) != "null" {
-		t.Errorf("last history item %s (%v): want message p2 with raw null", items[2], err)
+	for _, tc := range []struct {
+		name string
+		opts []upstash.Option
+		// requests of: handled, duplicate, queued, handled draining one
+		want [4]int64
+	}{
+		{"calls", []upstash.Option{upstash.WithAutoPipelining(false)}, [4]int64{8, 1, 5, 12}},
+		{"fused", nil, [4]int64{2, 1, 1, 3}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st, srv := newState(t, tc.opts...)
+			ctx := context.Background()
+			h := handler(tc.name, st)
+			if err := h.Warmup(ctx); err != nil {
+				t.Fatal(err)
+			}
+			w1 := Webhook{Seq: 1, MessageID: "p1", ThreadID: "bench:P"}
+			step := 0
+			check := func(w Webhook, want Outcome) {
+				t.Helper()
+				before := srv.Stats().TotalRequests
+				got, err := h.Handle(ctx, w)
+				if err != nil || got != want {
+					t.Fatalf("Handle(%+v) = %+v, %v; want %+v", w, got, err, want)
+				}
+				if n := srv.Stats().TotalRequests - before; n != tc.want[step] {
+					t.Errorf("Handle(%+v) (%s): %d HTTP requests, want %d", w, want.Status, n, tc.want[step])
+				}
+				step++
+			}
+			check(w1, Outcome{Status: Handled})
+			check(w1, Outcome{Status: Duplicate})
+			if _, err := srv.Do("SET", "chat-sdk:lock:bench:P", "elsewhere", "PX", 60000); err != nil {
+				t.Fatal(err)
+			}
+			check(Webhook{Seq: 2, MessageID: "p2", ThreadID: "bench:P"}, Outcome{Status: Queued})
+			if _, err := srv.Do("DEL", "chat-sdk:lock:bench:P"); err != nil {
+				t.Fatal(err)
+			}
+			check(Webhook{Seq: 3, MessageID: "p3", ThreadID: "bench:P"}, Outcome{Status: Handled, Drained: 1})
+			items, err := st.GetList(ctx, historyKey("bench:P"))
+			if err != nil || len(items) != 3 {
+				t.Fatalf("history: %d items, %v; want 3", len(items), err)
+			}
+			var last Message
+			if err := json.Unmarshal(items[2], &last); err != nil || last.ID != "p2" || string(last.Raw) != "null" {
+				t.Errorf("last history item %s (%v): want message p2 with raw null", items[2], err)
+			}
+			raw, err := st.Get(ctx, threadStateKey("bench:P"))
+			var ts ThreadState
+			if err != nil || json.Unmarshal(raw, &ts) != nil || ts.Count != 3 || ts.Last != "p2" {
+				t.Errorf("thread state %s (%v): want count 3, last p2", raw, err)
+			}
+			if n := intReply(t, srv, "EXISTS", "chat-sdk:lock:bench:P"); n != 0 {
+				t.Error("lock still held")
+			}
+			if n := h.Ops(); n != 8+1+5+12+wantWarmupOps(tc.name) {
+				t.Errorf("%d state operations counted, want the same as call by call", n)
+			}
+		})
 	}
 }
 
-func TestNewFusedIsUnavailable(t *testing.T) {
-	st, _ := newState(t)
-	h, err := NewFused(st)
-	if h != nil || err == nil {
-		t.Fatalf("NewFused = %v, %v", h, err)
+// wantWarmupOps is the operations each flow's Warmup counts.
+func wantWarmupOps(name string) int64 {
+	if name == "fused" {
+		return 8 // one handled webhook
 	}
-	if !errors.Is(err, ErrUnavailable) {
-		t.Errorf("error %v does not match ErrUnavailable", err)
-	}
+	return 8 + 2 // one handled webhook, an enqueue and a dequeue
 }
 
 // TestNodeFlowMirrorsGo runs bench/node/flow.mjs (which imports no
