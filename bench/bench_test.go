@@ -199,14 +199,19 @@ func TestParseBench(t *testing.T) {
 BenchmarkMemory/Do-2         	   10000	     22399 ns/op	    5526 B/op	      60 allocs/op
 BenchmarkMemoryGet1MB-2      	     100	  12974130 ns/op	  80.82 MB/s	 4148927 B/op	      65 allocs/op
 BenchmarkPlain               	 1000000	      1.5 ns/op
+BenchmarkAutoPipeline/latency=5ms/callers=64/auto=true-2 	     100	   1612826 ns/op	         3.000 new-conns	         0.2500 requests/op	  324495 B/op	    3621 allocs/op
 PASS
 `
 	recs := parseBench(strings.NewReader(out))
-	if len(recs) != 3 {
+	if len(recs) != 4 {
 		t.Fatalf("%d records: %+v", len(recs), recs)
 	}
 	if r := recs[0]; r.Name != "BenchmarkMemory/Do" || r.NsPerOp != 22399 || *r.BytesPerOp != 5526 || *r.AllocsPerOp != 60 {
 		t.Errorf("record 0: %+v", r)
+	}
+	if r := recs[3]; r.Name != "BenchmarkAutoPipeline/latency=5ms/callers=64/auto=true" || *r.AllocsPerOp != 3621 ||
+		r.Metrics["new-conns"] != 3 || r.Metrics["requests/op"] != 0.25 || r.otherMetrics() != "3 new-conns, 0.25 requests/op" {
+		t.Errorf("record 3: %+v", r)
 	}
 	if r := recs[1]; r.MBPerS == nil || *r.MBPerS != 80.82 || *r.AllocsPerOp != 65 {
 		t.Errorf("record 1: %+v", r)

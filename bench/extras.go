@@ -190,6 +190,13 @@ func parseBench(r io.Reader) []benchRecord {
 				if v, err := strconv.ParseFloat(f[i], 64); err == nil {
 					b.MBPerS = &v
 				}
+			default:
+				if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+					if b.Metrics == nil {
+						b.Metrics = map[string]float64{}
+					}
+					b.Metrics[f[i+1]] = v
+				}
 			}
 		}
 		recs = append(recs, b)

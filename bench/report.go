@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"runtime"
+	"sort"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -212,6 +213,23 @@ type benchRecord struct {
 	BytesPerOp  *int64   `json:"bytes_per_op"`
 	AllocsPerOp *int64   `json:"allocs_per_op"`
 	MBPerS      *float64 `json:"mb_per_s,omitempty"`
+	// Metrics holds the benchmark's own metrics (b.ReportMetric), by unit:
+	// "requests/op" and "new-conns" in BenchmarkAutoPipeline.
+	Metrics map[string]float64 `json:"metrics,omitempty"`
+}
+
+// otherMetrics prints b.Metrics as "1.23 unit, …" in unit order, or "".
+func (b benchRecord) otherMetrics() string {
+	units := make([]string, 0, len(b.Metrics))
+	for u := range b.Metrics {
+		units = append(units, u)
+	}
+	sort.Strings(units)
+	parts := make([]string, len(units))
+	for i, u := range units {
+		parts[i] = strconv.FormatFloat(b.Metrics[u], 'f', -1, 64) + " " + u
+	}
+	return strings.Join(parts, ", ")
 }
 
 type errorRecord struct {
@@ -376,7 +394,7 @@ func (r *report) writeText(w io.Writer) {
 			fmt.Fprintf(w, "  failed: %s\n", r.GoBenchError)
 		}
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "benchmark\tns/op\tB/op\tallocs/op\t")
+		fmt.Fprintln(tw, "benchmark\tns/op\tB/op\tallocs/op\tother\t")
 		for _, b := range r.GoBench {
 			bs, as := "n/a", "n/a"
 			if b.BytesPerOp != nil {
@@ -385,7 +403,7 @@ func (r *report) writeText(w io.Writer) {
 			if b.AllocsPerOp != nil {
 				as = fmt.Sprint(*b.AllocsPerOp)
 			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t\n", b.Name, b.NsPerOp, bs, as)
+			fmt.Fprintf(tw, "%s\t%.0f\t%s\t%s\t%s\t\n", b.Name, b.NsPerOp, bs, as, b.otherMetrics())
 		}
 		tw.Flush()
 	}
@@ -440,8 +458,8 @@ func (r *report) writeMarkdown(w io.Writer) {
 		}
 	}
 	if len(r.GoBench) > 0 {
-		fmt.Fprintln(w, "\n| benchmark | ns/op | B/op | allocs/op |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|")
+		fmt.Fprintln(w, "\n| benchmark | ns/op | B/op | allocs/op | other |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---|")
 		for _, b := range r.GoBench {
 			bs, as := "n/a", "n/a"
 			if b.BytesPerOp != nil {
@@ -450,7 +468,7 @@ func (r *report) writeMarkdown(w io.Writer) {
 			if b.AllocsPerOp != nil {
 				as = fmt.Sprint(*b.AllocsPerOp)
 			}
-			fmt.Fprintf(w, "| %s | %.0f | %s | %s |\n", b.Name, b.NsPerOp, bs, as)
+			fmt.Fprintf(w, "| %s | %.0f | %s | %s | %s |\n", b.Name, b.NsPerOp, bs, as, b.otherMetrics())
 		}
 	}
 	if r.GoBenchError != "" {
