@@ -63,21 +63,34 @@
 // in doubt is reported as an error so the platform retries, which may
 // queue the message twice.
 //
+// # Fused operations
+//
+// When the adapter also implements upstash.FusedAdapter (*upstash.State
+// does; New finds it with a type assertion), Handle admits a message with
+// one Admit (dedupe, history append, lock, or the enqueue when the lock is
+// busy, or the take-over under ConflictForce) and ends each holder's turn
+// with one Finish, which releases the lock only when the queue holds no
+// live entry and otherwise pops the next one and keeps the lock for it. A
+// handled webhook is then 2 HTTP requests under Queue and Drop (3 under
+// Debounce and Burst, whose window ends with a look at the queue), a
+// queued, dropped or duplicate one is 1. Both operations are idempotent
+// by operation id, so a lost reply is replayed, not lost. Other adapters
+// get the same semantics from the 18 operations, in more requests.
+//
 // The stranded message of the TypeScript core (vercel/chat#928: B finds
 // the lock busy, the holder takes its last empty look at the queue and
-// releases, B enqueues, nobody drains) is closed from both sides: after
-// enqueueing, B tries the lock once more and drains if it is free; after
-// releasing, the holder looks at the queue once more and drains again if
-// it is not empty and the lock is free.
+// releases, B enqueues, nobody drains) cannot happen on the fused path:
+// Admit's lock check and enqueue are one atomic step, and so are Finish's
+// look at the queue and release. On the 18 operations it is closed from
+// both sides: after enqueueing, B tries the lock once more and drains if
+// it is free; after releasing, the holder looks at the queue once more and
+// drains again if it is not empty and the lock is free.
 //
-// What the 18 operations of the state contract cannot prevent: a dequeue
-// whose reply is lost loses that one entry (logged at error level); an
-// acquire whose outcome stays unknown leaves a lock that nobody releases
-// until its TTL, and messages queued behind it wait for the next message or
-// for Flow.Drain (a scheduled sweep can call it). Issue 11's fused
-// operations (Admit, Finish: one request each, idempotent, with an atomic
-// release-or-next) are the planned fix; the code marks where they plug in
-// ("SEAM(issue 11)").
+// What the 18 operations cannot prevent: an acquire whose outcome stays
+// unknown leaves a lock that nobody releases until its TTL, and messages
+// queued behind it wait for the next message or for Flow.Drain (a
+// scheduled sweep can call it). On both paths, a write whose every
+// attempt failed (upstash.ErrOutcomeUnknown) is handled as Delivery says.
 //
 // # Sharing threads with TypeScript bots
 //

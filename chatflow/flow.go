@@ -107,13 +107,13 @@ type Flow struct {
 	mu    sync.Mutex
 	slots map[string]*slot // Concurrent: in-flight handlers per thread
 
-	// SEAM(issue 11): the fused operations. When the adapter offers Admit
-	// and Finish (an optional interface found with a type assertion in
-	// New), admission (dedupe, subscription check, lock or enqueue) and
-	// finishing (state writes, release-or-next) each become one request,
-	// and Finish's release-or-next replaces the recheck after enqueueing
-	// and the look at the queue after releasing. Until the adapter has
-	// them, every path below uses the 18 operations.
+	// fused is the adapter's fused operations (issue 11), found with a
+	// type assertion in New; nil when it offers only the 18 operations.
+	// With them, admission (dedupe, history append, lock or enqueue) and
+	// finishing (release-or-next) are one request each, and Finish's
+	// release-or-next replaces the recheck after enqueueing and the look
+	// at the queue after releasing (see fused.go).
+	fused upstash.FusedAdapter
 }
 
 // New returns a Flow that runs handler over state. Options default to the
@@ -137,7 +137,9 @@ func New(state upstash.StateAdapter, handler HandlerFunc, opts ...Option) (*Flow
 	if err := s.validate(); err != nil {
 		return nil, err
 	}
-	return &Flow{state: state, handler: handler, s: s, log: s.logger, slots: map[string]*slot{}}, nil
+	f := &Flow{state: state, handler: handler, s: s, log: s.logger, slots: map[string]*slot{}}
+	f.fused, _ = state.(upstash.FusedAdapter)
+	return f, nil
 }
 
 // LockKey returns the lock key of threadID: the thread id, or its channel
@@ -198,6 +200,10 @@ func (f *Flow) Handle(ctx context.Context, adapter string, m *Message) (Result, 
 	defer c.cancel()
 	c.own, c.adapter = m, adapter
 	c.log = c.log.With("message", m.ID, "thread", m.ThreadID)
+
+	if f.fused != nil {
+		return c.handleFused()
+	}
 
 	// Dedupe comes first, as in the core.
 	key := DedupeKey(adapter, m.ID)
@@ -272,6 +278,10 @@ func (f *Flow) Drain(ctx context.Context, lockKey string) (Result, error) {
 	}
 	if lease == nil {
 		res.Status = StatusBusy
+		return res, nil
+	}
+	if f.fused != nil {
+		c.holdFused(lease, nil)
 		return res, nil
 	}
 	c.hold(lease, func(ctx context.Context) { c.drain(ctx, nil) })

@@ -152,6 +152,7 @@ type env struct {
 	rec   *recorder
 	clock *fakeClock
 	logs  *logCounter
+	fused bool // flows use the fused operations (adapter)
 }
 
 // newEnv starts an upstashtest server (the backend UPSTASHTEST_REDIS
@@ -164,7 +165,56 @@ func newEnv(t *testing.T, opts ...upstashtest.Option) *env {
 		t.Fatal(err)
 	}
 	st := upstash.NewState(client)
-	return &env{t: t, srv: srv, state: st, hooks: newHooks(st), rec: newRecorder(), clock: newFakeClock(), logs: &logCounter{}}
+	return &env{t: t, srv: srv, state: st, hooks: newHooks(st), rec: newRecorder(), clock: newFakeClock(), logs: &logCounter{}, fused: fusedMode}
+}
+
+// fusedMode makes newEnv's flows run on the fused path (set only by
+// runFused, which runs tests one at a time: no test is parallel).
+var fusedMode bool
+
+// runFused runs tests with their flows on the fused path.
+func runFused(t *testing.T, tests map[string]func(*testing.T)) {
+	names := make([]string, 0, len(tests))
+	for n := range tests {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	fusedMode = true
+	defer func() { fusedMode = false }()
+	for _, n := range names {
+		t.Run(n, tests[n])
+	}
+}
+
+// adapter is the state the env's flows run on: the hooked state, which
+// offers only the 18 operations (the plain path), or, in fused mode, the
+// hooked state with the fused operations passed through.
+func (e *env) adapter() upstash.StateAdapter {
+	if e.fused {
+		return &fusedHooks{hookState: e.hooks, f: e.state}
+	}
+	return e.hooks
+}
+
+// fusedHooks is hookState with Admit and Finish passed through (counted,
+// hookable like the other operations).
+type fusedHooks struct {
+	*hookState
+	f upstash.FusedAdapter
+}
+
+func (h *fusedHooks) Admit(ctx context.Context, req upstash.AdmitRequest) (upstash.AdmitResult, error) {
+	if err := h.enter(ctx, "Admit"); err != nil {
+		return upstash.AdmitResult{}, err
+	}
+	return h.f.Admit(ctx, req)
+}
+
+func (h *fusedHooks) Finish(ctx context.Context, req upstash.FinishRequest) (upstash.FinishResult, error) {
+	if err := h.enter(ctx, "Finish"); err != nil {
+		return upstash.FinishResult{}, err
+	}
+	return h.f.Finish(ctx, req)
 }
 
 // flow builds a Flow over the hooked state with the recorder as handler,
@@ -172,7 +222,7 @@ func newEnv(t *testing.T, opts ...upstashtest.Option) *env {
 func (e *env) flow(opts ...Option) *Flow {
 	e.t.Helper()
 	all := append([]Option{withClock(e.clock), WithLogger(slog.New(e.logs))}, opts...)
-	f, err := New(e.hooks, e.rec.handle, all...)
+	f, err := New(e.adapter(), e.rec.handle, all...)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -183,7 +233,7 @@ func (e *env) flow(opts ...Option) *Flow {
 func (e *env) realFlow(opts ...Option) *Flow {
 	e.t.Helper()
 	all := append([]Option{WithLogger(slog.New(e.logs))}, opts...)
-	f, err := New(e.hooks, e.rec.handle, all...)
+	f, err := New(e.adapter(), e.rec.handle, all...)
 	if err != nil {
 		e.t.Fatal(err)
 	}

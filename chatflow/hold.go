@@ -38,17 +38,24 @@ type item struct {
 // heartbeat is stopped (its goroutine has returned) and the lock released
 // on a context detached from the caller's cancellation.
 func (c *call) hold(l *lease, fn func(ctx context.Context)) {
+	defer c.release(l)
+	c.held(l, fn)
+}
+
+// held runs fn with the lock held and the heartbeat keeping it alive, and
+// returns once the heartbeat has stopped, the lock still held (unless it
+// was lost): the caller releases it, or hands it to Finish.
+func (c *call) held(l *lease, fn func(ctx context.Context)) {
 	ctx, lose := context.WithCancelCause(c.work)
 	defer lose(nil)
-	defer c.release(l)
 	stop := c.startHeartbeat(ctx, lose, l)
 	defer stop()
 	fn(ctx)
 }
 
-// release gives the lock back.
-// SEAM(issue 11): Finish's release-or-next replaces this release and the
-// look at the queue that follows it (drainAfterRelease).
+// release gives the lock back (the 18-operation path; with the fused
+// operations, Finish's release-or-next replaces it and the look at the
+// queue that follows it, drainAfterRelease).
 func (c *call) release(l *lease) {
 	ctx, cancel := c.cleanupCtx()
 	defer cancel()
@@ -266,7 +273,8 @@ func (c *call) dequeueAll(ctx context.Context) ([]item, error) {
 				c.log.Error("chatflow: corrupt queue entry skipped", "error", err)
 				continue
 			case errors.Is(err, upstash.ErrOutcomeUnknown):
-				// SEAM(issue 11): a fused, idempotent Finish makes this safe.
+				// Finish's Next is safe from this (its reply is recorded
+				// under an operation id); a single Dequeue is not.
 				c.log.Error("chatflow: dequeue outcome unknown: one queued message may be lost", "error", err)
 			default:
 				c.log.Warn("chatflow: dequeue failed; stopping this drain", "error", err)
@@ -334,6 +342,9 @@ func (c *call) drain(ctx context.Context, carried []item) (progress bool) {
 			if !c.deliver(ctx, all) {
 				return progress
 			}
+			if c.f.fused != nil && err == nil {
+				return progress // Finish takes the next look at the queue
+			}
 		} else if err == nil {
 			return progress
 		}
@@ -372,8 +383,8 @@ func (c *call) debounce(ctx context.Context, carried []item) (progress bool) {
 				continue
 			}
 		}
-		if !c.deliver(ctx, carried) || err != nil {
-			return progress
+		if !c.deliver(ctx, carried) || err != nil || c.f.fused != nil {
+			return progress // (fused: Finish takes the next look at the queue)
 		}
 		carried = nil
 	}

@@ -1,0 +1,224 @@
+package chatflow
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/chatstate/upstash"
+)
+
+// The fused path: when the adapter is an upstash.FusedAdapter, Handle
+// admits a message with one Admit (dedupe, history append, lock or
+// enqueue: a queued or duplicate webhook is one request) and ends each
+// holder's turn with one Finish (release-or-next: a handled webhook is two
+// requests). Admit's lock check and enqueue are one atomic step and Finish
+// releases only over an empty queue, so the stranded message of
+// vercel/chat#928 cannot happen and neither the recheck after enqueueing
+// nor the look at the queue after releasing is needed.
+
+// handleFused is Handle after its argument checks, over the fused
+// operations.
+func (c *call) handleFused() (Result, error) {
+	f, m, res := c.f, c.own, c.res
+	key := DedupeKey(c.adapter, m.ID)
+	req := upstash.AdmitRequest{DedupeKey: key, DedupeTTL: f.s.dedupeTTL}
+	if h := f.s.history; h != nil {
+		opts := upstash.ListOptions{MaxLength: h.MaxMessages, TTL: h.TTL}
+		req.Append = append(req.Append, upstash.ListAppend{Key: HistoryKey(m.ThreadID), Value: m.forHistory(), Options: opts})
+		if ch := f.s.channelOf(m.ThreadID); ch != "" && ch != m.ThreadID {
+			req.Append = append(req.Append, upstash.ListAppend{Key: HistoryKey(ch), Value: m.forHistory(), Options: opts})
+		}
+	}
+	ttl := c.leaseTTL()
+	if c.lockKey != "" {
+		req.ThreadID, req.LockTTL = c.lockKey, ttl
+		switch f.s.strategy {
+		case Drop:
+			req.TakeOver = f.s.conflict == ConflictForce
+		default:
+			e := c.newEntry(m)
+			req.Entry, req.MaxQueue = &e, f.s.maxQueue
+			req.DropNewest = f.s.strategy != Debounce && f.s.onFull == DropNewest
+		}
+	}
+	sent := f.s.clock.Now()
+	ar, err := f.fused.Admit(c.work, req)
+	unknown := errors.Is(err, upstash.ErrOutcomeUnknown)
+	switch {
+	case unknown && c.lockKey == "":
+		// Concurrent: only the dedupe claim and the history append are in
+		// doubt; handling the message (perhaps twice) beats dropping it.
+		c.log.Warn("chatflow: admit outcome unknown, handling the message", "error", err)
+		err = nil
+	case unknown:
+		// The message may be queued, or the lock taken for it: hand the
+		// lock Admit may have taken to Finish (which hands over whatever
+		// queued meanwhile), clear the marker and let the platform retry
+		// (the message may then be handled twice, never lost).
+		if ar.InDoubtLock != nil {
+			c.finishLoop(&lease{lock: ar.InDoubtLock, sent: sent, ttl: ttl})
+		}
+		c.unclaim(key)
+		return *res, fmt.Errorf("chatflow: admit %s: %w", m.ID, err)
+	case err != nil:
+		return *res, fmt.Errorf("chatflow: admit %s: %w", m.ID, err)
+	}
+	if ar.Duplicate {
+		c.log.Debug("chatflow: duplicate")
+		res.Status = StatusDuplicate
+		return *res, nil
+	}
+	defer func() {
+		if !c.committed && !c.ownDelivered() {
+			c.unclaim(key)
+		}
+	}()
+
+	switch {
+	case c.lockKey == "":
+		err = c.runConcurrent()
+	case ar.Lock != nil:
+		if ar.TookOver {
+			c.log.Info("chatflow: lock busy, taken over (force)")
+		}
+		c.holdFused(&lease{lock: ar.Lock, sent: sent, ttl: ttl}, []item{{m: m}})
+		if !c.ownDelivered() && !c.committed {
+			err = c.notDelivered()
+		}
+	case ar.Queued:
+		c.committed = true
+		res.Status, res.QueueDepth = StatusQueued, ar.QueueDepth
+		c.log.Info("chatflow: lock busy, message queued", "depth", ar.QueueDepth)
+	case f.s.strategy == Drop:
+		c.committed = true // dropped on purpose; the marker stays, as in TypeScript
+		res.Status = StatusDropped
+		c.log.Info("chatflow: lock busy, message dropped")
+		err = fmt.Errorf("%w: %q", ErrLocked, c.lockKey)
+	default: // the queue was full under DropNewest
+		c.committed = true
+		res.Status = StatusDropped
+		c.log.Info("chatflow: queue full, message dropped (drop-newest)", "depth", ar.QueueDepth)
+	}
+	if c.ownDelivered() {
+		res.Status = StatusHandled
+		if c.ownErr != nil {
+			return *res, fmt.Errorf("chatflow: handler for %s: %w", m.ID, c.ownErr)
+		}
+		return *res, nil
+	}
+	return *res, err
+}
+
+// holdFused runs the strategy's holder part with l held, carried in hand
+// (the call's own message, or nothing for Drain), then Finish; while
+// Finish hands over a queued entry, it runs the holder part again with it.
+func (c *call) holdFused(l *lease, carried []item) {
+	withOwn := len(carried) > 0 && carried[0].entry == nil
+	for {
+		c.held(l, func(ctx context.Context) { c.holdFusedTurn(ctx, carried) })
+		if withOwn {
+			withOwn = false
+			// Lost lock or no time: queued before Finish, so that Finish
+			// hands it over if the lock is still held.
+			if !c.ownDelivered() && c.work.Err() == nil {
+				c.requeueOwn()
+			}
+		}
+		next, nl := c.finish(l)
+		if nl == nil {
+			return
+		}
+		l, carried = nl, []item{next}
+	}
+}
+
+// holdFusedTurn is the strategy's holder part on the fused path: Queue
+// (and Drop, and Drain) hands over the own message alone, or an entry from
+// Finish with the rest of the queue (the core's skipped messages);
+// Debounce and Burst wait their windows as on the plain path.
+func (c *call) holdFusedTurn(ctx context.Context, carried []item) {
+	switch c.f.s.strategy {
+	case Burst:
+		if !sleep(ctx, c.f.s.clock, c.f.s.debounce) {
+			c.putBack(carried)
+			return
+		}
+		c.drain(ctx, carried)
+	case Debounce:
+		c.debounce(ctx, carried)
+	default:
+		if len(carried) > 0 && carried[0].entry == nil {
+			c.deliver(ctx, carried) // the own message: Finish looks at the queue
+			return
+		}
+		c.drain(ctx, carried)
+	}
+}
+
+// finishLoop finishes l and hands over what Finish returns until the
+// queue is empty (the lock released) or the lock is lost.
+func (c *call) finishLoop(l *lease) {
+	next, nl := c.finish(l)
+	if nl != nil {
+		c.holdFused(nl, []item{next})
+	}
+}
+
+// finish ends a turn with Finish: nil when the lock was released (the
+// queue held no live entry) or lost, otherwise the next queued message
+// and the lease kept for it. When Finish fails, the lock is released with
+// the single operations and the queue looked at as on the plain path.
+func (c *call) finish(l *lease) (item, *lease) {
+	for {
+		ctx, cancel := c.cleanupCtx()
+		ttl := c.leaseTTL()
+		sent := c.f.s.clock.Now()
+		fr, err := c.f.fused.Finish(ctx, upstash.FinishRequest{Lock: l.lock, LockTTL: ttl})
+		cancel()
+		switch {
+		case errors.Is(err, upstash.ErrLockNotHeld):
+			c.log.Warn("chatflow: lock lost before finishing; its holder drains the queue", "error", err)
+			return item{}, nil
+		case errors.Is(err, upstash.ErrOutcomeUnknown):
+			c.log.Error("chatflow: finish outcome unknown: the lock lapses at its TTL and one queued message may be lost", "error", err)
+			return item{}, nil
+		case err != nil:
+			c.log.Warn("chatflow: finish failed; releasing with the single operations", "error", err)
+			c.release(l)
+			c.drainAfterRelease()
+			return item{}, nil
+		}
+		if fr.DeadLettered > 0 {
+			c.log.Error("chatflow: unreadable queue entries moved to the dead-letter list", "count", fr.DeadLettered)
+		}
+		if fr.Next == nil {
+			return item{}, nil
+		}
+		nl := &lease{lock: l.lock, sent: sent, ttl: ttl}
+		var m Message
+		if err := json.Unmarshal(fr.Next.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
+			c.log.Error("chatflow: queue entry is not a chat message; dropped", "bytes", len(fr.Next.Message), "error", err)
+			l = nl
+			continue
+		}
+		it := item{m: &m, entry: fr.Next}
+		if c.work.Err() != nil || c.timeLeft() < MinDrainTime {
+			// Too late to hand it over: back on the queue for the next
+			// holder (or a Drain), and the lock released.
+			c.putBack([]item{it})
+			c.release(nl)
+			ctx, cancel := c.cleanupCtx()
+			depth, err := c.f.state.QueueDepth(ctx, c.lockKey)
+			cancel()
+			if err != nil {
+				depth = 1
+			}
+			c.res.Left = depth
+			c.log.Warn("chatflow: out of time, messages left queued for the next holder", "depth", depth)
+			return item{}, nil
+		}
+		return it, nl
+	}
+}

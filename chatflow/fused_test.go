@@ -1,0 +1,166 @@
+package chatflow
+
+import (
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chatstate/upstash"
+)
+
+// TestFusedPath runs the flow tests that do not depend on the single
+// operations' sequence again with the flows on the fused operations.
+// Left out: DebounceIgnoresDropNewest (it counts QueueDepth calls, and
+// Finish replaces the look after releasing), FailureClearsDedupeMarker (it
+// fails AcquireLock, which Admit replaces) and QueueEntryExpires (Finish
+// judges expiry by the server's clock, not the test's fake one; the root
+// package's fused tests cover it).
+func TestFusedPath(t *testing.T) {
+	runFused(t, map[string]func(*testing.T){
+		"DropHandlesOnceAndDedupes":          TestDropHandlesOnceAndDedupes,
+		"DropBusyLock":                       TestDropBusyLock,
+		"DropForceTakesOver":                 TestDropForceTakesOver,
+		"QueueHolderDrainsLatestWithSkipped": TestQueueHolderDrainsLatestWithSkipped,
+		"QueueFull":                          TestQueueFull,
+		"DebounceWaitsForQuiet":              TestDebounceWaitsForQuiet,
+		"BurstWaitsOneWindow":                TestBurstWaitsOneWindow,
+		"ConcurrentCapsPerThread":            TestConcurrentCapsPerThread,
+		"ChannelScope":                       TestChannelScope,
+		"HeartbeatExtendsWhileHandlerRuns":   TestHeartbeatExtendsWhileHandlerRuns,
+		"HeartbeatFailingCancelsBeforeLapse": TestHeartbeatFailingCancelsBeforeLapse,
+		"HeartbeatLockGone":                  TestHeartbeatLockGone,
+		"MaxLockLifetime":                    TestMaxLockLifetime,
+		"HandlerErrors":                      TestHandlerErrors,
+		"DrainSweepsStrandedQueue":           TestDrainSweepsStrandedQueue,
+		"RandomFaults":                       TestRandomFaults,
+		"ThreadHelpers":                      TestThreadHelpers,
+	})
+}
+
+// plainOnly hides the fused operations of the adapter it wraps: a Flow
+// over it takes the 18-operation path.
+type plainOnly struct{ upstash.StateAdapter }
+
+// requestCounts is the HTTP requests one webhook costs, by outcome.
+type requestCounts struct{ handled, queued, duplicate int64 }
+
+// TestRequestsPerWebhook counts the HTTP requests (upstashtest's Stats) of
+// a handled, a queued and a duplicate webhook for every strategy, on the
+// fused path (State as it is) and on the plain one (plainOnly), and holds
+// the fused path to issue 11's limits: 2 per handled webhook, 1 per
+// queued or duplicate one (Concurrent: 1, no lock; Drop: a busy lock's
+// message is dropped in 1; Debounce and Burst: 3 per handled webhook, the
+// look at the queue after the window being a Dequeue).
+func TestRequestsPerWebhook(t *testing.T) {
+	var table []string
+	for _, fused := range []bool{true, false} {
+		for _, st := range []Strategy{Queue, Debounce, Burst, Drop, Concurrent} {
+			name := fmt.Sprintf("%s/fused=%v", st, fused)
+			t.Run(name, func(t *testing.T) {
+				got := countRequests(t, st, fused)
+				table = append(table, fmt.Sprintf("| %-10s | %-5s | %d | %d | %d |", st, map[bool]string{true: "fused", false: "plain"}[fused], got.handled, got.queued, got.duplicate))
+				if !fused {
+					if got.duplicate != 1 {
+						t.Errorf("plain: duplicate in %d requests, want 1", got.duplicate)
+					}
+					return
+				}
+				want := requestCounts{handled: 2, queued: 1, duplicate: 1}
+				switch st {
+				case Concurrent:
+					want.handled, want.queued = 1, 0
+				case Debounce, Burst:
+					// The holder looks at the queue after its window,
+					// before the handler: one Dequeue more.
+					want.handled = 3
+				}
+				if got != want {
+					t.Errorf("fused: %+v, want %+v", got, want)
+				}
+			})
+		}
+	}
+	t.Logf("requests per webhook (handled | queued, or dropped under Drop | duplicate):\n%s", strings.Join(table, "\n"))
+}
+
+// countRequests runs, on a fresh server, a warm-up webhook (the scripts
+// loaded), a handled webhook, a webhook meeting a lock held elsewhere and
+// a duplicate, counting each one's requests; then it releases the lock,
+// drains, and checks that every message was handed over once and nothing
+// is left locked or queued.
+func countRequests(t *testing.T, st Strategy, fused bool) requestCounts {
+	e := newEnv(t)
+	ctx := bg(t)
+	var state upstash.StateAdapter = e.state
+	if !fused {
+		state = plainOnly{e.state}
+	}
+	f, err := New(state, e.rec.handle, WithStrategy(st), WithDebounce(time.Millisecond), WithLogger(slog.New(e.logs)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (f.fused != nil) != fused {
+		t.Fatalf("fused operations found: %v, want %v", f.fused != nil, fused)
+	}
+	requests := func() int64 { return e.srv.Stats().TotalRequests }
+	step := func(m *Message, want Status) int64 {
+		t.Helper()
+		before := requests()
+		res, err := f.Handle(ctx, "slack", m)
+		if res.Status != want || (err != nil && res.Status != StatusDropped) {
+			t.Fatalf("%s: %+v, %v; want %s", m.ID, res, err, want)
+		}
+		return requests() - before
+	}
+	// Warm-up: the scripts are loaded (EVALSHA finds them afterwards).
+	step(msg("warm", "slack:C0:1.0"), StatusHandled)
+	lock, err := e.state.AcquireLock(ctx, "slack:C9:1.0", 30*time.Second)
+	if err != nil || lock == nil {
+		t.Fatal(err)
+	}
+	busy := StatusQueued
+	switch st {
+	case Drop:
+		busy = StatusDropped
+	case Concurrent:
+		busy = StatusHandled
+	}
+	step(msg("warm2", "slack:C9:1.0"), busy)
+
+	var got requestCounts
+	got.handled = step(msg("a", th), StatusHandled)
+	if st != Concurrent {
+		got.queued = step(msg("b", "slack:C9:1.0"), busy)
+	}
+	got.duplicate = step(msg("a", th), StatusDuplicate)
+
+	if err := e.state.ReleaseLock(ctx, lock); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Drain(ctx, "slack:C9:1.0"); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"warm", "a"} {
+		if n := e.rec.count(id); n != 1 {
+			t.Errorf("%s handed over %d times", id, n)
+		}
+	}
+	queued := []string{"warm2", "b"}
+	switch st {
+	case Drop:
+		queued = nil // dropped on purpose
+	case Concurrent:
+		queued = queued[:1] // b was never sent: Concurrent has no busy lock
+	}
+	{
+		for _, id := range queued {
+			if n := e.rec.count(id); n != 1 {
+				t.Errorf("%s handed over %d times", id, n)
+			}
+		}
+	}
+	e.assertClean()
+	return got
+}
