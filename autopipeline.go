@@ -470,8 +470,8 @@ func (c *Client) sendAuto(ctx context.Context, batch []*autoCall, body []byte, s
 		}
 		return
 	}
-	var replies []reply
-	if err := parseReplies(resp, &replies); err != nil || len(replies) != len(batch) {
+	replies, err := parseReplyArray(resp)
+	if err != nil || len(replies) != len(batch) {
 		what := "body is not a JSON array"
 		if err == nil {
 			what = "wrong number of replies"

@@ -161,31 +161,19 @@ var (
 	strictRaw = base64.RawStdEncoding.Strict()
 )
 
-// decodeBase64 decodes s as strict padded base64, then as strict unpadded
-// base64; if it is neither, s itself is the value (kept raw, as the official
-// client does). decodeBase64Bytes is the same rule for a []byte; the two
-// stay separate so that neither path copies its input first.
-func decodeBase64(s string) []byte {
-	if b, err := strictStd.DecodeString(s); err == nil {
-		return b
-	}
-	if b, err := strictRaw.DecodeString(s); err == nil {
-		return b
-	}
-	return []byte(s)
-}
-
-// decodeBase64Bytes is decodeBase64 for src, which the caller owns.
-func decodeBase64Bytes(src []byte) []byte {
+// decodeBase64Strict decodes src as strict padded base64, then as strict
+// unpadded base64, into a new buffer; ok is false if it is neither (the
+// string is then kept raw, as the official client does).
+func decodeBase64Strict(src []byte) (b []byte, ok bool) {
 	// The unpadded bound is the larger one (for "OA", 1 byte against 0).
 	buf := make([]byte, strictRaw.DecodedLen(len(src)))
 	if n, err := strictStd.Decode(buf, src); err == nil {
-		return buf[:n]
+		return buf[:n], true
 	}
 	if n, err := strictRaw.Decode(buf, src); err == nil {
-		return buf[:n]
+		return buf[:n], true
 	}
-	return src
+	return nil, false
 }
 
 // valueSize is what one Value takes in memory, charged against a reply's
@@ -350,6 +338,10 @@ func (d *valueDecoder) str() (Value, error) {
 	}
 	tok := d.data[start:d.pos]
 	str := tok[1 : len(tok)-1]
+	// fresh says that str is a buffer of its own, not a part of the
+	// reply: a value never keeps the reply alive, nor shares its bytes
+	// with another caller's value.
+	fresh := false
 	// Escapes need unquoting, and encoding/json replaces invalid UTF-8
 	// with U+FFFD: leave both to it.
 	if escaped || !utf8.Valid(str) {
@@ -357,10 +349,17 @@ func (d *valueDecoder) str() (Value, error) {
 		if err := json.Unmarshal(tok, &s); err != nil {
 			return Value{}, protocolErrorf("result is not JSON: %v", err)
 		}
-		str = []byte(s)
+		str, fresh = []byte(s), true
 	}
 	if d.b64 && string(str) != "OK" {
-		str = decodeBase64Bytes(str)
+		if b, ok := decodeBase64Strict(str); ok {
+			str, fresh = b, true
+		}
+	}
+	if !fresh {
+		own := make([]byte, len(str))
+		copy(own, str)
+		str = own
 	}
 	if err := d.charge(int64(len(str))); err != nil {
 		return Value{}, err
@@ -374,11 +373,230 @@ type reply struct {
 	Error  *string         `json:"error"`
 }
 
-// parseReplies decodes a response body into a reply or a []reply. Those
-// hold no numbers outside their raw "result", so json.Unmarshal (which
-// checks for trailing data and does not copy the input into a decoder
-// buffer) serves.
-func parseReplies(data []byte, v any) error { return json.Unmarshal(data, v) }
+// parseReply decodes a response body into a reply, as json.Unmarshal
+// would. The common shape ({"result": …} or {"error": "…"}, keys in
+// plain ASCII) is read directly from the checked body, with "result"
+// sliced from it rather than copied; anything else goes to
+// json.Unmarshal.
+func parseReply(data []byte, r *reply) error {
+	*r = reply{}
+	if json.Valid(data) {
+		p := envelope{data: data}
+		p.space()
+		if p.object(r) {
+			return nil
+		}
+		*r = reply{}
+	}
+	return json.Unmarshal(data, r)
+}
+
+// parseReplyArray decodes the body of a /pipeline or /multi-exec reply
+// into one reply per element, as json.Unmarshal would.
+func parseReplyArray(data []byte) ([]reply, error) {
+	if json.Valid(data) {
+		p := envelope{data: data}
+		if replies, ok := p.array(); ok {
+			return replies, nil
+		}
+	}
+	var replies []reply
+	err := json.Unmarshal(data, &replies)
+	return replies, err
+}
+
+// envelope reads the reply objects of a body json.Valid has accepted.
+// Each method reports false for a shape it leaves to json.Unmarshal.
+type envelope struct {
+	data []byte
+	pos  int
+}
+
+func (p *envelope) space() {
+	for p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+// array reads '[' reply objects ']' up to the end of the body.
+func (p *envelope) array() ([]reply, bool) {
+	p.space()
+	if p.pos >= len(p.data) || p.data[p.pos] != '[' {
+		return nil, false
+	}
+	p.pos++
+	n := 1 + bytesCount(p.data, `{"`) // at least one per element
+	replies := make([]reply, 0, n)
+	for {
+		p.space()
+		switch p.data[p.pos] {
+		case ']':
+			p.pos++
+			p.space()
+			return replies, p.pos == len(p.data)
+		case ',':
+			p.pos++
+			continue
+		}
+		replies = append(replies, reply{})
+		if !p.element(&replies[len(replies)-1]) {
+			return nil, false
+		}
+	}
+}
+
+// object reads one reply object up to the end of the body.
+func (p *envelope) object(r *reply) bool {
+	if !p.element(r) {
+		return false
+	}
+	p.space()
+	return p.pos == len(p.data)
+}
+
+// element reads one reply object: "result" (any case) is kept raw,
+// "error" must be a string without escapes or null, other keys are
+// skipped; a repeated key's last value wins.
+func (p *envelope) element(r *reply) bool {
+	if p.pos >= len(p.data) || p.data[p.pos] != '{' {
+		return false
+	}
+	p.pos++
+	for {
+		p.space()
+		switch p.data[p.pos] {
+		case '}':
+			p.pos++
+			return true
+		case ',':
+			p.pos++
+			continue
+		}
+		key, ok := p.plainString()
+		if !ok {
+			return false
+		}
+		p.space()
+		p.pos++ // ':'
+		p.space()
+		start := p.pos
+		p.skipValue()
+		value := p.data[start:p.pos:p.pos]
+		switch {
+		case asciiEqualFold(key, "result"):
+			r.Result = value
+		case asciiEqualFold(key, "error"):
+			switch {
+			case string(value) == "null":
+				r.Error = nil
+			case value[0] == '"':
+				q := envelope{data: value}
+				text, ok := q.plainString()
+				if !ok {
+					return false
+				}
+				msg := string(text)
+				r.Error = &msg
+			default:
+				return false
+			}
+		}
+	}
+}
+
+// plainString reads a string of printable ASCII without escapes.
+func (p *envelope) plainString() ([]byte, bool) {
+	if p.data[p.pos] != '"' {
+		return nil, false
+	}
+	start := p.pos + 1
+	for i := start; i < len(p.data); i++ {
+		switch c := p.data[i]; {
+		case c == '"':
+			p.pos = i + 1
+			return p.data[start:i], true
+		case c == '\\' || c < 0x20 || c >= 0x80:
+			return nil, false
+		}
+	}
+	return nil, false
+}
+
+// skipValue moves past the (valid) JSON value at p.pos.
+func (p *envelope) skipValue() {
+	depth := 0
+	for p.pos < len(p.data) {
+		switch c := p.data[p.pos]; c {
+		case '"':
+			p.pos++
+			for p.data[p.pos] != '"' {
+				if p.data[p.pos] == '\\' {
+					p.pos++
+				}
+				p.pos++
+			}
+			p.pos++
+		case '[', '{':
+			depth++
+			p.pos++
+			continue
+		case ']', '}':
+			if depth == 0 {
+				return
+			}
+			depth--
+			p.pos++
+		case ',':
+			if depth == 0 {
+				return
+			}
+			p.pos++
+			continue
+		case ' ', '\t', '\n', '\r', ':':
+			p.pos++
+			continue
+		default: // a number or a literal
+			for p.pos < len(p.data) && strings.IndexByte(",]} \t\n\r", p.data[p.pos]) < 0 {
+				p.pos++
+			}
+		}
+		if depth == 0 {
+			return
+		}
+	}
+}
+
+// asciiEqualFold reports whether b equals the lower-case ASCII word s,
+// ignoring case.
+func asciiEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		if b[i]|0x20 != s[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// bytesCount counts the occurrences of sep in b.
+func bytesCount(b []byte, sep string) int {
+	n := 0
+	for {
+		i := strings.Index(string(b), sep)
+		if i < 0 {
+			return n
+		}
+		n++
+		b = b[i+len(sep):]
+	}
+}
 
 // resultValue decodes a reply's result, charging budget (nil: no limit);
 // it is an error for it to be missing.
@@ -397,7 +615,7 @@ func (r *reply) resultValue(b64 bool, budget *int64) (Value, error) {
 // never a panic.
 func decodeReply(body []byte, base64Encoded bool, tok secret, budget *int64, label string) (Value, error) {
 	var r reply
-	if err := parseReplies(body, &r); err != nil {
+	if err := parseReply(body, &r); err != nil {
 		return Value{}, callErrorf(label, "%w: body is not a JSON object: %s", ErrProtocol, err.Error())
 	}
 	if r.Error != nil {

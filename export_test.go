@@ -1,5 +1,10 @@
 package upstash
 
+import (
+	"encoding/json"
+	"fmt"
+)
+
 // Hooks for the external tests (package upstash_test); this file is compiled
 // only with the tests.
 
@@ -16,4 +21,46 @@ func OnAutoQueue(c *Client, f func(queued int)) {
 	c.auto.mu.Lock()
 	defer c.auto.mu.Unlock()
 	c.auto.onQueue = f
+}
+
+// CheckEnvelope reports how the envelope reader differs from
+// json.Unmarshal on body, read as one reply and as an array of replies:
+// "" when they agree (both fail, or both give the same replies).
+func CheckEnvelope(body []byte) string {
+	var fast, slow reply
+	fastErr := parseReply(body, &fast)
+	slowErr := json.Unmarshal(body, &slow)
+	if (fastErr == nil) != (slowErr == nil) {
+		return fmt.Sprintf("one reply: error %v, json.Unmarshal %v", fastErr, slowErr)
+	}
+	if fastErr == nil && !sameReply(fast, slow) {
+		return fmt.Sprintf("one reply: %s/%v, json.Unmarshal %s/%v", fast.Result, fast.Error, slow.Result, slow.Error)
+	}
+	fastArr, fastErr := parseReplyArray(body)
+	var slowArr []reply
+	slowErr = json.Unmarshal(body, &slowArr)
+	if (fastErr == nil) != (slowErr == nil) {
+		return fmt.Sprintf("array: error %v, json.Unmarshal %v", fastErr, slowErr)
+	}
+	if fastErr == nil {
+		if len(fastArr) != len(slowArr) {
+			return fmt.Sprintf("array: %d replies, json.Unmarshal %d", len(fastArr), len(slowArr))
+		}
+		for i := range fastArr {
+			if !sameReply(fastArr[i], slowArr[i]) {
+				return fmt.Sprintf("array element %d: %s/%v, json.Unmarshal %s/%v", i, fastArr[i].Result, fastArr[i].Error, slowArr[i].Result, slowArr[i].Error)
+			}
+		}
+	}
+	return ""
+}
+
+func sameReply(a, b reply) bool {
+	if (a.Result == nil) != (b.Result == nil) || string(a.Result) != string(b.Result) {
+		return false
+	}
+	if (a.Error == nil) != (b.Error == nil) {
+		return false
+	}
+	return a.Error == nil || *a.Error == *b.Error
 }

@@ -69,6 +69,25 @@ func FuzzDecodeReply(f *testing.F) {
 	})
 }
 
+// FuzzEnvelope: the reader of reply objects gives what json.Unmarshal
+// gives, for one reply and for an array of them, on any body.
+func FuzzEnvelope(f *testing.F) {
+	for _, seed := range []string{
+		`{"result":"OK"}`, `{"error":"ERR x"}`, `{"error":null,"result":"YmFy"}`, `{"RESULT":1,"Error":"E"}`,
+		`{"result":1,"result":2}`, `{"error":"a","error":null}`, `{"error":"\u0041"}`, `{"error":1}`,
+		`{"res\u0075lt":1}`, "{\"re\u017fult\":1}", `{"x":{"result":1},"result":[1,{"a":"]"}]}`,
+		`[{"result":1},{"error":"E"}]`, `[{"result":1},null]`, `[]`, `[1]`, ` [ { "result" : "a\"b" } , {} ] `,
+		`{}`, `null`, ``, `{"result":1}{}`, `[{"result":1}]x`, `{"result":-1.5e3,"error":"ERR"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		if diff := upstash.CheckEnvelope(body); diff != "" {
+			t.Fatalf("%q: %s", body, diff)
+		}
+	})
+}
+
 // referenceDecode is a plain decoder written from the protocol notes
 // (upstash-rest-protocol.md §14.2): a JSON decoder that keeps numbers, then
 // OK stays OK, other strings are strict padded base64, then unpadded, else

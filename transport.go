@@ -104,6 +104,26 @@ func (restyLogger) Errorf(string, ...any) {}
 func (restyLogger) Warnf(string, ...any)  {}
 func (restyLogger) Debugf(string, ...any) {}
 
+// attemptTrace is what one attempt's httptrace hooks saw, with the hooks,
+// in one allocation.
+type attemptTrace struct {
+	traced, wrote atomic.Bool
+	trace         httptrace.ClientTrace
+}
+
+// url is the URL of path ("", pipelinePath or transactionPath).
+func (c *Client) url(path string) string {
+	switch path {
+	case "":
+		return c.baseURL
+	case pipelinePath:
+		return c.pipelineURL
+	case transactionPath:
+		return c.transactionURL
+	}
+	return c.baseURL + path
+}
+
 // attemptOutcome is what one HTTP attempt produced.
 type attemptOutcome struct {
 	status int
@@ -134,14 +154,14 @@ func (out attemptOutcome) mayHaveRun() bool {
 // maxResponse bytes (no limit if 0 or less). idempotent marks a request
 // every command of which is safe to repeat.
 func (c *Client) attempt(ctx context.Context, path string, body []byte, idempotent bool, maxResponse int64) attemptOutcome {
-	var traced, wrote atomic.Bool
-	trace := &httptrace.ClientTrace{
-		GetConn:      func(string) { traced.Store(true) },
-		GotConn:      func(httptrace.GotConnInfo) { traced.Store(true) },
-		WroteHeaders: func() { wrote.Store(true) },
+	t := &attemptTrace{}
+	t.trace = httptrace.ClientTrace{
+		GetConn:      func(string) { t.traced.Store(true) },
+		GotConn:      func(httptrace.GotConnInfo) { t.traced.Store(true) },
+		WroteHeaders: func() { t.wrote.Store(true) },
 	}
 	req := c.rest.R().
-		SetContext(httptrace.WithClientTrace(ctx, trace)).
+		SetContext(httptrace.WithClientTrace(ctx, &t.trace)).
 		SetDoNotParseResponse(true).
 		SetBody(bytes.NewReader(body))
 	req.Header = make(http.Header, len(c.headers)+2)
@@ -149,8 +169,8 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 		req.Header[k] = v
 	}
 	if c.settings.readYourWrites {
-		if tok := c.SyncToken(); tok != "" {
-			req.Header.Set(syncTokenHeader, tok)
+		if tok := c.syncToken.Load(); tok != nil && tok.value != "" {
+			req.Header[syncTokenHeader] = tok.header[:]
 		}
 	}
 	if idempotent {
@@ -159,9 +179,9 @@ func (c *Client) attempt(ctx context.Context, path string, body []byte, idempote
 	if viaFetch {
 		req.Header[fetchRedirect] = []string{"manual"}
 	}
-	resp, err := req.Post(c.baseURL + path)
+	resp, err := req.Post(c.url(path))
 	if err != nil {
-		sent := mayHaveSent(err, c.traced, traced.Load(), wrote.Load())
+		sent := mayHaveSent(err, c.traced, t.traced.Load(), t.wrote.Load())
 		if c.token.in(err.Error()) {
 			// A transport error can quote what the server sent (a
 			// malformed status line, say): keep its text, without the
@@ -245,7 +265,7 @@ func (c *Client) statusError(out attemptOutcome, label string) error {
 	}
 	var r reply
 	msg := ""
-	if parseReplies(body, &r) == nil && r.Error != nil {
+	if parseReply(body, &r) == nil && r.Error != nil {
 		msg = *r.Error
 	}
 	switch {
@@ -294,7 +314,9 @@ func readLimited(r io.Reader, max, size int64) ([]byte, error) {
 	if max > 0 && size > max {
 		return nil, fmt.Errorf("%w: response of %d bytes is larger than %d bytes", ErrProtocol, size, max)
 	}
-	capacity := size
+	// One byte more than announced, so that the read that meets the end
+	// of the body has room and no probe is needed.
+	capacity := size + 1
 	if size < 0 {
 		capacity = nextCapacity(0, minReadBuffer, max)
 	}

@@ -62,10 +62,12 @@ type clientCore struct {
 	rest      *resty.Client
 	headers   http.Header // fixed headers, cloned into each request
 	settings  settings
-	syncToken atomic.Pointer[string]
-	log       *slog.Logger
-	authHint  string // what a 401 tells the caller to check
-	token     secret // cut out of any text the server sends
+	syncToken atomic.Pointer[syncToken]
+	// pipelineURL and transactionURL are baseURL with the batch paths.
+	pipelineURL, transactionURL string
+	log                         *slog.Logger
+	authHint                    string // what a 401 tells the caller to check
+	token                       secret // cut out of any text the server sends
 	// traced says that the transport reports through httptrace before
 	// it sends anything (the default transport, except on js/wasm): a
 	// failure without any trace event then proves that nothing was sent.
@@ -200,6 +202,9 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 	headers := http.Header{}
 	headers.Set("Authorization", "Bearer "+cfg.Token)
 	headers.Set("Content-Type", "application/json")
+	// What resty would add for a JSON body anyway; set here, it is not
+	// added to each request again.
+	headers.Set("Accept", "application/json")
 	headers.Set("User-Agent", "chatstate-upstash-go/"+Version)
 	// Replies are never compressed: a compressed reply could expand far
 	// past Limits.MaxResponseBytes before the limit saw it.
@@ -217,14 +222,16 @@ func New(cfg Config, opts ...Option) (*Client, error) {
 		log = slog.New(discardHandler{})
 	}
 	core := &clientCore{
-		baseURL:  baseURL,
-		rest:     newRESTClient(s.transport),
-		headers:  headers,
-		settings: s,
-		log:      log,
-		authHint: authHint(cfg.tokenVar, baseURL),
-		token:    secret(cfg.Token),
-		traced:   s.transport == nil && !viaFetch,
+		baseURL:        baseURL,
+		pipelineURL:    baseURL + pipelinePath,
+		transactionURL: baseURL + transactionPath,
+		rest:           newRESTClient(s.transport),
+		headers:        headers,
+		settings:       s,
+		log:            log,
+		authHint:       authHint(cfg.tokenVar, baseURL),
+		token:          secret(cfg.Token),
+		traced:         s.transport == nil && !viaFetch,
 	}
 	if s.autoPipelining {
 		core.auto = &autoPipeliner{}
@@ -262,7 +269,7 @@ func (c Client) describe() string {
 // response, or "" if there has been none.
 func (c *Client) SyncToken() string {
 	if p := c.syncToken.Load(); p != nil {
-		return *p
+		return p.value
 	}
 	return ""
 }
@@ -270,7 +277,21 @@ func (c *Client) SyncToken() string {
 // SetSyncToken makes the next request carry token, so that it sees every
 // write that preceded the response the token came from, even if that write
 // went through another client.
-func (c *Client) SetSyncToken(token string) { c.syncToken.Store(&token) }
+func (c *Client) SetSyncToken(token string) {
+	if p := c.syncToken.Load(); p != nil && p.value == token {
+		return
+	}
+	t := &syncToken{value: token}
+	t.header[0] = token
+	c.syncToken.Store(t)
+}
+
+// syncToken is a read-your-writes token, with the header value that
+// carries it (shared, read only, by every request that sends it).
+type syncToken struct {
+	value  string
+	header [1]string
+}
 
 // Run sends one command and returns its reply. A command error is returned
 // as an *Error. Script commands fall back from EVALSHA to EVAL on NOSCRIPT.
@@ -452,11 +473,11 @@ func (c *Client) batch(ctx context.Context, path string, cmds []Command) ([]Resu
 
 // decodeBatch decodes the reply to a pipeline or transaction of cmds.
 func (c *Client) decodeBatch(resp []byte, cmds []Command, label string) ([]Result, error) {
-	var replies []reply
-	if err := parseReplies(resp, &replies); err != nil {
+	replies, err := parseReplyArray(resp)
+	if err != nil {
 		// A discarded transaction answers with one {"error"} object.
 		var r reply
-		if parseReplies(resp, &r) == nil && r.Error != nil {
+		if parseReply(resp, &r) == nil && r.Error != nil {
 			return nil, newError(c.token, label, -1, http.StatusOK, *r.Error)
 		}
 		return nil, callErrorf(label, "%w: body is not a JSON array: %s", ErrProtocol, err.Error())
