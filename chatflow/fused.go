@@ -179,8 +179,8 @@ func (c *call) finish(l *lease) (item, *lease) {
 		cancel()
 		switch {
 		case errors.Is(err, upstash.ErrLockNotHeld):
-			c.log.Warn("chatflow: lock lost before finishing; its holder drains the queue", "error", err)
-			return item{}, nil
+			c.log.Warn("chatflow: lock lost before finishing", "error", err)
+			return c.retake()
 		case errors.Is(err, upstash.ErrOutcomeUnknown):
 			c.log.Error("chatflow: finish outcome unknown: the lock lapses at its TTL and one queued message may be lost", "error", err)
 			return item{}, nil
@@ -221,4 +221,30 @@ func (c *call) finish(l *lease) (item, *lease) {
 		}
 		return it, nl
 	}
+}
+
+// retake follows a lock lost before Finish (it expired or was
+// force-released): when entries are queued and the lock is free, nobody
+// else may be left to drain them, so the call takes the lock again and
+// hands over the queue (as the plain path's look after releasing does).
+func (c *call) retake() (item, *lease) {
+	if c.work.Err() != nil {
+		return item{}, nil
+	}
+	depth, err := c.f.state.QueueDepth(c.work, c.lockKey)
+	if err != nil || depth == 0 {
+		return item{}, nil
+	}
+	if c.timeLeft() < MinDrainTime {
+		c.res.Left = depth
+		c.log.Warn("chatflow: out of time, messages left queued for the next holder", "depth", depth)
+		return item{}, nil
+	}
+	l, err := c.acquire()
+	if err != nil || l == nil {
+		return item{}, nil // another holder has it, and Finish hands over to it
+	}
+	c.log.Info("chatflow: lock taken again to drain after losing it", "depth", depth)
+	c.holdFused(l, nil)
+	return item{}, nil
 }

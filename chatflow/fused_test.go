@@ -164,3 +164,35 @@ func countRequests(t *testing.T, st Strategy, fused bool) requestCounts {
 	e.assertClean()
 	return got
 }
+
+// The lock is force-released while the holder's handler runs and two
+// messages wait in the queue: Finish finds the lock gone, and the holder
+// takes it again and hands both over (nobody else would).
+func TestFusedLockLostBeforeFinish(t *testing.T) {
+	e := newEnv(t)
+	e.fused = true
+	ctx := bg(t)
+	f := e.flow(WithStrategy(Queue))
+	started, open := e.rec.gate("a")
+	_, waitA := handleAsync(ctx, f, msg("a", th))
+	waitClosed(t, started, "a's turn")
+	mustHandle(t, f, msg("b", th), StatusQueued)
+	mustHandle(t, f, msg("c", th), StatusQueued)
+	if err := e.state.ForceReleaseLock(ctx, th); err != nil {
+		t.Fatal(err)
+	}
+	open()
+	res, err := waitA()
+	if err != nil || len(res.Delivered) != 3 {
+		t.Fatalf("holder: %+v, %v", res, err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if n := e.rec.count(id); n != 1 {
+			t.Errorf("%s handed over %d times", id, n)
+		}
+	}
+	if e.hooks.count("Finish") != 2 || e.logs.containing("lock lost before finishing") != 1 {
+		t.Errorf("%d Finish calls; log:\n%s", e.hooks.count("Finish"), e.logs.dump())
+	}
+	e.assertClean()
+}
