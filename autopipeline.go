@@ -487,7 +487,9 @@ func (c *Client) sendAuto(ctx context.Context, batch []*autoCall, body []byte, s
 			a.v, a.err = Value{}, newError(c.token, name(a), -1, http.StatusOK, *r.Error)
 			continue
 		}
-		v, err := r.resultValue(c.settings.base64, c.decodeBudget())
+		// Each value may take what it could alone.
+		limit := c.settings.limits.MaxResponseBytes
+		v, _, err := r.resultValue(c.settings.base64, limit > 0, limit)
 		if err != nil {
 			a.v, a.err = Value{}, unreadableReply(withLabel(name(a), err), safe, name(a))
 			continue

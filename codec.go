@@ -42,6 +42,23 @@ func encodeCommand(buf []byte, cmd Command, index int, label string) ([]byte, er
 	return append(buf, ']'), nil
 }
 
+// encodedSize is about the size of cmd encoded: exact unless strings need
+// escapes, so that encoding allocates once.
+func encodedSize(cmd Command) int {
+	n := 2
+	for _, a := range cmd.args {
+		switch a := a.(type) {
+		case string:
+			n += len(a) + 3
+		case []byte:
+			n += len(a) + 3
+		default:
+			n += 24
+		}
+	}
+	return n
+}
+
 // checkRequestSize refuses a request body over max bytes (no limit if max
 // is 0 or less) before it is sent.
 func checkRequestSize(body []byte, label string, max int) error {
@@ -189,22 +206,23 @@ const valueSize = int64(unsafe.Sizeof(Value{}))
 // status "OK" stays as it is at every depth (it is not the canonical base64
 // of any byte string), other strings are strict padded base64, then
 // unpadded; a string that is neither is kept raw, as the official client
-// does. Every value is charged against budget (valueSize, plus a string's
-// bytes); a budget that runs out is an error. A nil budget is no limit.
+// does. Every value is charged against the budget (valueSize, plus a
+// string's bytes) when there is one; a budget that runs out is an error.
 type valueDecoder struct {
-	data   []byte
-	pos    int
-	b64    bool
-	budget *int64
+	data    []byte
+	pos     int
+	b64     bool
+	limited bool  // the budget applies
+	left    int64 // the budget
 }
 
 // charge takes n bytes from the budget.
 func (d *valueDecoder) charge(n int64) error {
-	if d.budget == nil {
+	if !d.limited {
 		return nil
 	}
-	*d.budget -= n
-	if *d.budget < 0 {
+	d.left -= n
+	if d.left < 0 {
 		return protocolErrorf("the reply decodes to values larger than the response limit (Limits.MaxResponseBytes)")
 	}
 	return nil
@@ -388,7 +406,11 @@ func parseReply(data []byte, r *reply) error {
 		}
 		*r = reply{}
 	}
-	return json.Unmarshal(data, r)
+	// A reply of its own, so that only this path puts one on the heap.
+	var slow reply
+	err := json.Unmarshal(data, &slow)
+	*r = slow
+	return err
 }
 
 // parseReplyArray decodes the body of a /pipeline or /multi-exec reply
@@ -598,22 +620,23 @@ func bytesCount(b []byte, sep string) int {
 	}
 }
 
-// resultValue decodes a reply's result, charging budget (nil: no limit);
-// it is an error for it to be missing.
-func (r *reply) resultValue(b64 bool, budget *int64) (Value, error) {
+// resultValue decodes a reply's result within left bytes of memory when
+// limited, and returns what is left; it is an error for it to be missing.
+func (r *reply) resultValue(b64, limited bool, left int64) (Value, int64, error) {
 	if r.Result == nil {
-		return Value{}, protocolErrorf(`reply has neither "result" nor "error"`)
+		return Value{}, left, protocolErrorf(`reply has neither "result" nor "error"`)
 	}
-	d := valueDecoder{data: r.Result, b64: b64, budget: budget}
-	return d.value(0)
+	d := valueDecoder{data: r.Result, b64: b64, limited: limited, left: left}
+	v, err := d.value(0)
+	return v, d.left, err
 }
 
 // decodeReply decodes the body of a successful single-command response
 // ({"result": ...} or {"error": ...}) to the command label the way the
-// client does, with tok cut out of an error text, and the values charged
-// against budget (nil: no limit); any input yields a value or an error,
-// never a panic.
-func decodeReply(body []byte, base64Encoded bool, tok secret, budget *int64, label string) (Value, error) {
+// client does, with tok cut out of an error text, and the values limited
+// to limit bytes in memory (no limit if 0 or less); any input yields a
+// value or an error, never a panic.
+func decodeReply(body []byte, base64Encoded bool, tok secret, limit int64, label string) (Value, error) {
 	var r reply
 	if err := parseReply(body, &r); err != nil {
 		return Value{}, callErrorf(label, "%w: body is not a JSON object: %s", ErrProtocol, err.Error())
@@ -621,7 +644,7 @@ func decodeReply(body []byte, base64Encoded bool, tok secret, budget *int64, lab
 	if r.Error != nil {
 		return Value{}, newError(tok, label, -1, http.StatusOK, *r.Error)
 	}
-	v, err := r.resultValue(base64Encoded, budget)
+	v, _, err := r.resultValue(base64Encoded, limit > 0, limit)
 	if err != nil {
 		return Value{}, withLabel(label, err)
 	}

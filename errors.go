@@ -164,6 +164,9 @@ func errorCode(msg string) string {
 
 // isNoScript reports whether err is a NOSCRIPT reply.
 func isNoScript(err error) bool {
+	if err == nil {
+		return false
+	}
 	var e *Error
 	return errors.As(err, &e) && e.IsNoScript()
 }

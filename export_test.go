@@ -11,7 +11,7 @@ import (
 // DecodeReply decodes a single-command response body the way the client
 // does, for the decoder's unit and fuzz tests.
 func DecodeReply(body []byte, base64Encoded bool) (Value, error) {
-	return decodeReply(body, base64Encoded, "", nil, "")
+	return decodeReply(body, base64Encoded, "", 0, "")
 }
 
 // OnAutoQueue makes c call f, with the number of calls waiting, each time

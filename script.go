@@ -13,13 +13,15 @@ import (
 type Script struct {
 	source     string
 	sha        string
+	shaArg     any // sha, boxed once for every command
 	idempotent bool
 }
 
 // NewScript returns a script for source. Its SHA-1 is computed locally.
 func NewScript(source string) *Script {
 	sum := sha1.Sum([]byte(source))
-	return &Script{source: source, sha: hex.EncodeToString(sum[:])}
+	sha := hex.EncodeToString(sum[:])
+	return &Script{source: source, sha: sha, shaArg: sha}
 }
 
 // Idempotent returns a copy of the script marked safe to run twice (for
@@ -42,7 +44,7 @@ func (s *Script) Source() string { return s.source }
 // Transaction sends the full source from the start.
 func (s *Script) Cmd(keys []string, args ...any) Command {
 	all := make([]any, 0, 3+len(keys)+len(args))
-	all = append(all, "EVALSHA", s.sha, len(keys))
+	all = append(all, "EVALSHA", s.shaArg, len(keys))
 	for _, k := range keys {
 		all = append(all, k)
 	}

@@ -342,14 +342,14 @@ func (c *Client) runOne(ctx context.Context, cmd Command, body []byte) (Value, e
 	if err != nil {
 		return Value{}, err
 	}
-	v, err := decodeReply(resp, c.settings.base64, c.token, c.decodeBudget(), name)
+	v, err := decodeReply(resp, c.settings.base64, c.token, c.settings.limits.MaxResponseBytes, name)
 	return v, unreadableReply(err, safe, name)
 }
 
 // encodeOne encodes cmd as the body of a request of its own, within
 // Limits.MaxRequestBytes.
 func (c *Client) encodeOne(cmd Command, name string) ([]byte, error) {
-	body, err := encodeCommand(nil, cmd, -1, name)
+	body, err := encodeCommand(make([]byte, 0, encodedSize(cmd)), cmd, -1, name)
 	if err != nil {
 		return nil, err
 	}
@@ -486,29 +486,21 @@ func (c *Client) decodeBatch(resp []byte, cmds []Command, label string) ([]Resul
 		return nil, callErrorf(label, "%w: %d replies for %d commands", ErrProtocol, len(replies), len(cmds))
 	}
 	results := make([]Result, len(cmds))
-	budget := c.decodeBudget()
+	left := c.settings.limits.MaxResponseBytes
+	limited := left > 0
 	for i, r := range replies {
 		if r.Error != nil {
 			results[i].Err = newError(c.token, cmds[i].Name(), i, http.StatusOK, *r.Error)
 			continue
 		}
-		v, err := r.resultValue(c.settings.base64, budget)
+		v, rest, err := r.resultValue(c.settings.base64, limited, left)
+		left = rest
 		if err != nil {
 			return nil, callErrorf(label, "command %d (%s): %w", i, cmds[i].Name(), err)
 		}
 		results[i].Value = v
 	}
 	return results, nil
-}
-
-// decodeBudget is what the values decoded from one reply may take in
-// memory: MaxResponseBytes, or no limit (nil) without one.
-func (c *Client) decodeBudget() *int64 {
-	if c.settings.limits.MaxResponseBytes <= 0 {
-		return nil
-	}
-	b := c.settings.limits.MaxResponseBytes
-	return &b
 }
 
 // discardHandler is slog.DiscardHandler for Go versions before 1.24.
