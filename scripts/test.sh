@@ -2,8 +2,9 @@
 # The whole test suite, from a fresh Debian machine: installs what is missing
 # (redis-server through apt, Node packages through `npm ci` from the committed
 # lockfiles), then runs vet, the unit and integration tests on the embedded
-# Redis and again on a real redis-server, the official-client checks and the
-# TypeScript interop, and the example bot flow. `.ci/run` calls exactly this.
+# Redis and again on a real redis-server (the packages whose tests use
+# upstashtest), the official-client checks and the TypeScript interop, and the
+# example bot flow. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,8 +47,18 @@ go vet ./...
 log "go test on the embedded Redis (miniredis)"
 go test -race -count=1 ./...
 
-log "go test on a real redis-server"
-UPSTASHTEST_REDIS=redis-server go test -race -count=1 ./...
+# The second pass only runs what UPSTASHTEST_REDIS changes: the packages
+# whose tests use upstashtest (directly or through a package they import),
+# except the two that choose their backend themselves and already ran on a
+# redis-server above: interop (always its own redis-server) and
+# cmd/upstash-local (pins the embedded backend or -redis-server per test).
+module=$(go list -m)
+redis_pkgs=$(go list -test -f '{{if .ForTest}}{{.ForTest}}{{range .Deps}} {{.}}{{end}}{{end}}' ./... |
+  awk -v ut="$module/upstashtest" '$1 == ut { print $1; next } { for (i = 2; i <= NF; i++) if ($i == ut) { print $1; break } }' |
+  grep -vxF -e "$module/interop" -e "$module/cmd/upstash-local" | sort -u)
+log "go test on a real redis-server ($(echo "$redis_pkgs" | wc -l) packages that use upstashtest)"
+# shellcheck disable=SC2086 # one package per word
+UPSTASHTEST_REDIS=redis-server go test -race -count=1 $redis_pkgs
 
 log "example bot flow (go run ./examples/lambda)"
 if [ -d examples/lambda ]; then
