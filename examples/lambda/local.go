@@ -472,7 +472,7 @@ func printSummary(out io.Writer, r *run, rep *report) {
 	}
 	sort.Strings(st)
 	fmt.Fprintf(out, "  responses    %s\n", strings.Join(st, ", "))
-	for _, k := range []chatbot.EventKind{chatbot.EventQueueFull, chatbot.EventExpired, chatbot.EventLockLost, chatbot.EventLeft, chatbot.EventRequeued, chatbot.EventUnclaimed, chatbot.EventError} {
+	for _, k := range []chatbot.EventKind{chatbot.EventExpired, chatbot.EventLockLost, chatbot.EventLeft, chatbot.EventRequeued, chatbot.EventUnclaimed, chatbot.EventError} {
 		if ev[k] > 0 {
 			fmt.Fprintf(out, "  %-12s %d\n", k, ev[k])
 		}

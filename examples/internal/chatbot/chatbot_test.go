@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/chatstate/upstash"
 )
@@ -54,58 +53,5 @@ func TestRespond(t *testing.T) {
 		if code != tc.want || !strings.Contains(string(body), tc.text) {
 			t.Errorf("Respond(%v): %d %s, want %d containing %q", tc.err, code, body, tc.want, tc.text)
 		}
-	}
-}
-
-func TestPlanFromDeadline(t *testing.T) {
-	b := New(nil)
-	// The plan reads the time once, as now; deadlines are set relative to it,
-	// so every figure is exact whatever the machine's speed.
-	now := time.Now()
-	for _, tc := range []struct {
-		left        time.Duration // 0: no deadline
-		wantTTL     time.Duration
-		wantReserve time.Duration
-	}{
-		{0, 26 * time.Second, time.Second},                                    // DefaultBudget 25 s + 1 s skew
-		{10 * time.Second, 11 * time.Second, time.Second},                     // a 10 s Lambda
-		{15 * time.Minute, 30 * time.Second, time.Second},                     // capped at the Chat SDK's 30 s
-		{2 * time.Second, 3 * time.Second, 500 * time.Millisecond},            // a quarter of the time left
-		{1950 * time.Millisecond, 3 * time.Second, 487500 * time.Microsecond}, // TTL rounded up to 100 ms
-	} {
-		ctx := context.Background()
-		wantHard := now.Add(b.Budget)
-		if tc.left > 0 {
-			var cancel context.CancelFunc
-			wantHard = now.Add(tc.left)
-			ctx, cancel = context.WithDeadline(ctx, wantHard)
-			defer cancel()
-		}
-		p, err := b.newPlan(ctx, now)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.ttl != tc.wantTTL {
-			t.Errorf("%v left: ttl %v, want %v", tc.left, p.ttl, tc.wantTTL)
-		}
-		work, ok := p.work.Deadline()
-		if !p.hard.Equal(wantHard) || !ok || p.hard.Sub(work) != tc.wantReserve {
-			t.Errorf("%v left: deadline %v, work until %v (%v): want %v and a release reserve of %v",
-				tc.left, p.hard, work, ok, wantHard, tc.wantReserve)
-		}
-		p.cancel()
-	}
-	for _, left := range []time.Duration{200 * time.Millisecond, 0, -time.Second} {
-		ctx, cancel := context.WithDeadline(context.Background(), now.Add(left))
-		if _, err := b.newPlan(ctx, now); !errors.Is(err, ErrNoTime) {
-			t.Errorf("%v left: err %v, want ErrNoTime", left, err)
-		}
-		cancel()
-	}
-	// Just enough: a quarter held back, minWork (250 ms) left to work.
-	ctx, cancel := context.WithDeadline(context.Background(), now.Add(334*time.Millisecond))
-	defer cancel()
-	if _, err := b.newPlan(ctx, now); err != nil {
-		t.Errorf("334 ms left: %v, want a plan", err)
 	}
 }

@@ -3,6 +3,7 @@ package chatbot
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -12,9 +13,8 @@ type EventKind string
 const (
 	EventDeduped    EventKind = "deduped"    // a message already seen: dropped
 	EventSubscribed EventKind = "subscribed" // the thread was subscribed (a mention)
-	EventLocked     EventKind = "locked"     // this invocation took the thread's lock
+	EventLocked     EventKind = "locked"     // this invocation holds the thread's lock (its first turn began)
 	EventQueued     EventKind = "queued"     // the lock was busy: the message went to the queue
-	EventQueueFull  EventKind = "queue-full" // the queue was at MaxQueue: its oldest entry was dropped
 	EventHandled    EventKind = "handled"    // the invocation's own message was handled
 	EventIgnored    EventKind = "ignored"    // recorded in history only (not subscribed, no mention)
 	EventDrained    EventKind = "drained"    // a queued message was handled by the holder
@@ -48,15 +48,11 @@ func (e Event) String() string {
 	return fmt.Sprintf("%-8s %-10s %-22s %-4s %s", e.RequestID, e.Kind, e.ThreadID, msg, e.Detail)
 }
 
-func (b *Bot) emit(p *plan, w Webhook, kind EventKind, format string, args ...any) {
+func (b *Bot) emit(reqID, thread, msgID string, kind EventKind, format string, args ...any) {
 	if b.OnEvent == nil {
 		return
 	}
-	b.OnEvent(Event{Time: time.Now(), RequestID: p.reqID, Kind: kind, ThreadID: w.ThreadID, MessageID: w.MessageID, Detail: fmt.Sprintf(format, args...)})
-}
-
-func (b *Bot) emitThread(p *plan, thread string, kind EventKind, msgID, format string, args ...any) {
-	b.emit(p, Webhook{ThreadID: thread, MessageID: msgID}, kind, format, args...)
+	b.OnEvent(Event{Time: time.Now(), RequestID: reqID, Kind: kind, ThreadID: thread, MessageID: msgID, Detail: strings.TrimSpace(fmt.Sprintf(format, args...))})
 }
 
 type requestIDKey struct{}

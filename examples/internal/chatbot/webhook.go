@@ -1,7 +1,10 @@
-// Package chatbot is the webhook flow shared by the Lambda and Vercel
-// examples. It drives an *upstash.State the way the Chat SDK core drives a
-// StateAdapter: dedupe by message id, one lock per thread, a queue for the
-// messages that arrive while the lock is held, and a drain before release.
+// Package chatbot is the bot shared by the Lambda and Vercel examples:
+// what the package chatflow leaves to a bot. chatflow runs the Chat SDK's
+// webhook flow (dedupe by message id, one lock per thread, a queue for
+// the messages that arrive while the lock is held, the drain, message
+// history); this package parses the examples' webhook, answers HTTP,
+// reads the configuration from the environment, subscribes a thread on a
+// mention, keeps a per-thread counter and reports each step as an Event.
 //
 // The package is internal to the examples. To reuse it, copy this folder
 // into your own module (see examples/vercel/README.md).
@@ -17,6 +20,7 @@ import (
 	"time"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/chatflow"
 )
 
 // Webhook is the small chat webhook the examples accept:
@@ -102,16 +106,10 @@ type ThreadState struct {
 	UpdatedAt     time.Time `json:"updatedAt"`
 }
 
-// HistoryItem is one entry of a thread's history list.
-type HistoryItem struct {
-	MessageID string    `json:"messageId"`
-	User      string    `json:"user,omitempty"`
-	Text      string    `json:"text"`
-	At        time.Time `json:"at"`
-}
-
-// HistoryCounts reads the thread's history and returns how many times each
-// message id appears in it: a message handled exactly once appears once.
+// HistoryCounts reads the thread's history (chatflow's, the Chat SDK's
+// serialized messages) and returns how many times each message id appears
+// in it: every message admitted once (not a duplicate) appears once,
+// whether it was handled, queued or dropped from a full queue.
 func HistoryCounts(ctx context.Context, state upstash.StateAdapter, threadID string) (map[string]int, error) {
 	items, err := state.GetList(ctx, HistoryKey(threadID))
 	if err != nil {
@@ -119,11 +117,11 @@ func HistoryCounts(ctx context.Context, state upstash.StateAdapter, threadID str
 	}
 	seen := make(map[string]int, len(items))
 	for i, raw := range items {
-		var it HistoryItem
-		if err := json.Unmarshal(raw, &it); err != nil {
+		var m chatflow.Message
+		if err := json.Unmarshal(raw, &m); err != nil {
 			return nil, fmt.Errorf("%s item %d: %w", HistoryKey(threadID), i, err)
 		}
-		seen[it.MessageID]++
+		seen[m.ID]++
 	}
 	return seen, nil
 }
