@@ -149,7 +149,11 @@ func (p *autoPipeliner) run(ctx context.Context, c *Client, cmd Command) (Value,
 	if dl, ok := ctx.Deadline(); ok {
 		call.due = dl
 	} else if c.settings.timeout > 0 {
-		call.due = time.Now().Add(c.settings.timeout)
+		// The client's timeout ends the wait as it would end a request.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, c.settings.timeout)
+		defer cancel()
+		call.due, _ = ctx.Deadline()
 	}
 	p.seq++
 	call.seq = p.seq

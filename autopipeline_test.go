@@ -804,3 +804,25 @@ func TestAutoPipelineInFlightCap(t *testing.T) {
 		})
 	}
 }
+
+// TestAutoPipelineFollowerTimeout: a queued call without a deadline ends
+// at the client's timeout, as a request of its own would, even though its
+// batch's leader may wait longer.
+func TestAutoPipelineFollowerTimeout(t *testing.T) {
+	r := newAutoRig(t, upstash.WithTimeout(3*time.Second))
+	r.holdSlots(t)
+	leaderCtx, cancel := context.WithTimeout(context.Background(), time.Hour)
+	defer cancel()
+	outs := r.queue(t, cmdsOf(2, "INCR", "n%d"), []context.Context{context.Background(), leaderCtx})
+	r.freeSlots()
+	h := r.gate.next(t) // held until the follower has given up
+	if n := len(h.commands(t)); n != 2 {
+		t.Fatalf("a batch of %d commands, want 2", n)
+	}
+	o := <-outs[0]
+	wantErrIs(t, o.err, context.DeadlineExceeded, upstash.ErrOutcomeUnknown)
+	h.Release()
+	if o := <-outs[1]; o.err != nil {
+		t.Errorf("the leader: %v", o.err)
+	}
+}
