@@ -91,7 +91,9 @@ type Limits struct {
 	// not safe to repeat (its reply, which said what it did, is lost); the
 	// request is not repeated. While a reply without a Content-Length is
 	// read, its buffer may briefly take 1.5 times the limit; decoding the
-	// reply takes more (see the README's "Limits").
+	// reply takes more (see the README's "Limits"). The reply to an
+	// auto-pipelined batch may take the limit (plus a byte) for each
+	// command in it, and each command's values the limit.
 	MaxResponseBytes int64
 }
 
@@ -170,8 +172,13 @@ func WithLimits(l Limits) Option { return func(s *settings) { s.limits = l } }
 // Each caller gets its own reply and error, exactly as if its command had
 // gone alone: commands safe to repeat and the others never share a
 // request, so a batch is retried only when every command in it may be.
-// Blocking commands (BLPOP, XREAD…) and Pipeline and Transaction calls are
-// always sent as they are. Off, every call is its own request.
+// A caller whose context ends while it waits returns at once: with the
+// context's error if its command was not sent yet, also matching
+// ErrOutcomeUnknown if it was and is not safe to repeat; the batch goes
+// on for the others. (One caller's goroutine sends each batch: if its
+// context is cancelled, it returns when the request ends.) Blocking
+// commands (BLPOP, XREAD…) and Pipeline and Transaction calls are always
+// sent as they are. Off, every call is its own request.
 func WithAutoPipelining(on bool) Option { return func(s *settings) { s.autoPipelining = on } }
 
 // New returns a client for the database cfg names. It does no network I/O;
