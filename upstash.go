@@ -20,6 +20,12 @@
 // every command in it is safe to repeat; otherwise the error matches
 // ErrOutcomeUnknown instead of risking a command applied twice.
 //
+// Commands that concurrent goroutines send through one Client are
+// auto-pipelined (see WithAutoPipelining): beyond four requests in flight
+// they travel together in one request, each caller still getting its own
+// reply and error, so a burst of callers takes few requests and few
+// connections, and a lone caller is never delayed.
+//
 // Every error's text starts with "upstash: " once and names the call once
 // (the command, PIPELINE or MULTI-EXEC, or the State method), as in
 // "upstash: INCR: outcome unknown (the request may or may not have been
