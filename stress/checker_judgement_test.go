@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/chatstate/upstash"
-	"github.com/chatstate/upstash/upstashtest"
 )
 
 // These tests show that the checker catches what TestStress must never
@@ -139,11 +138,11 @@ func TestCheckerRecords(t *testing.T) {
 // to see it: a lock deleted while held gives an overlap and a lost lock,
 // and a token nobody knows in a lock key is a stranded lock.
 func TestCheckerOnServer(t *testing.T) {
-	srv := upstashtest.NewServer(t)
-	r := newRound(t, srv, 1)
+	srv := newServer(t, 1)
+	r := newRound(t, 1, srv, srv, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	st := r.newStates(2)
+	st := r.newStates(srv, 2)
 	rng := r.rng(9, 0)
 
 	// Worker 0 takes the lock; it is deleted behind its back; worker 1
@@ -157,7 +156,7 @@ func TestCheckerOnServer(t *testing.T) {
 	}
 	a0 := clock.lastReply(time.Now())
 	r.chk.acquired(id0, l0.Token)
-	if _, err := r.db.do("DEL", lockKey(thread)); err != nil {
+	if _, err := srv.db.do("DEL", lockKey(thread)); err != nil {
 		t.Fatal(err)
 	}
 	if !r.plainCycle(ctx, st[1], rng, 1, thread, false) {
@@ -179,7 +178,7 @@ func TestCheckerOnServer(t *testing.T) {
 	}
 
 	// A token nobody knows, in another thread's lock key.
-	if _, err := r.db.do("SET", lockKey(threadID(1)), "go_nobodyknowsthistoken"); err != nil {
+	if _, err := srv.db.do("SET", lockKey(threadID(1)), "go_nobodyknowsthistoken"); err != nil {
 		t.Fatal(err)
 	}
 	stop := make(chan struct{})

@@ -109,26 +109,38 @@ func TestStress(t *testing.T) {
 		}
 	}
 	total.seed = cfg.seed
-	total.backend = "(soak)"
 	total.elapsed = time.Since(start)
 	logLines(t, cfg, append([]string{fmt.Sprintf("soak: %d rounds in %s, seeds %d to %d; totals:", total.rounds, total.elapsed.Round(time.Second), cfg.seed, cfg.seed+int64(total.rounds)-1)}, total.lines(cfg)[1:]...))
 }
 
-// runRound starts a server with the round's seed and faults, runs every
+// runRound starts the round's servers with its seed and faults, runs every
 // worker at once, and gathers the figures.
+//
+// Each workload has a server of its own (a database of its own): the
+// workloads share no keys anyway, the fault figures come per workload, and
+// on the embedded backend each request pays for an expiry pass over every
+// key of its database (see README.md), which the lock workload, the
+// longest, then does not pay for the queues' and dedupe's keys.
 func runRound(t *testing.T, cfg settings, seed int64) result {
-	srv := upstashtest.NewServer(t, upstashtest.WithSeed(seed))
-	defer srv.Close()
+	locks, queues, dedupe := newServer(t, seed), newServer(t, seed), newServer(t, seed)
 	backend := "redis-server"
-	if srv.Embedded() {
+	if locks.Embedded() {
 		backend = "miniredis (embedded)"
 	}
 	t.Logf("seed %d, fault rate %g, backend %s", seed, cfg.faultRate, backend)
-	r := newRound(t, srv, seed)
+	r := newRound(t, seed, locks, queues, dedupe)
+	servers := []*server{locks, queues, dedupe}
+	defer func() {
+		for _, srv := range servers {
+			srv.Close()
+		}
+	}()
 
 	ctx, cancel := context.WithTimeout(context.Background(), roundTimeout)
 	defer cancel()
-	srv.SetFaultRate(cfg.faultRate)
+	for _, srv := range servers {
+		srv.SetFaultRate(cfg.faultRate)
+	}
 	start := time.Now()
 
 	stopMonitor := make(chan struct{})
@@ -165,13 +177,13 @@ func runRound(t *testing.T, cfg settings, seed int64) result {
 		}()
 		return done
 	}
-	lockStates := r.newStates(lockWorkers)
+	lockStates := r.newStates(locks, lockWorkers)
 	group("locks", lockWorkers, func(w int) { r.lockWorker(ctx, lockStates[w], w, lockCycles/lockWorkers) })
-	producerStates := r.newStates(producers)
+	producerStates := r.newStates(queues, producers)
 	producersDone := group("producers", producers, func(p int) { r.producer(ctx, producerStates[p], p, entries/producers) })
-	consumerStates := r.newStates(consumers)
+	consumerStates := r.newStates(queues, consumers)
 	group("consumers", consumers, func(c int) { r.consumer(ctx, consumerStates[c], c, producersDone) })
-	dedupeStates := r.newStates(2 * dedupePairs)
+	dedupeStates := r.newStates(dedupe, 2*dedupePairs)
 	group("dedupe", dedupePairs, func(p int) {
 		r.dedupePair(ctx, [2]*upstash.State{dedupeStates[2*p], dedupeStates[2*p+1]}, p, messages/dedupePairs)
 	})
@@ -179,7 +191,9 @@ func runRound(t *testing.T, cfg settings, seed int64) result {
 	close(stopMonitor)
 	monitorDone.Wait()
 	elapsed := time.Since(start)
-	srv.ClearFaults()
+	for _, srv := range servers {
+		srv.ClearFaults()
+	}
 	if err := ctx.Err(); err != nil {
 		t.Errorf("the round did not finish within %s: the figures cover what was done", roundTimeout)
 	}
@@ -198,6 +212,7 @@ type result struct {
 
 	requests, faults                  int64
 	faultsByKind                      map[upstashtest.Fault]int64
+	faultsPer                         []string // faults and requests of each workload's server
 	sections, plain, withLock, wait   int64
 	refreshes, busyAnswers            int64
 	overlaps, fenceDisorder           int
@@ -220,12 +235,20 @@ type result struct {
 // gather reads what the server holds and judges the checker's records.
 func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) result {
 	t.Helper()
-	st := r.srv.Stats()
 	res := result{seed: r.seed, backend: backend, elapsed: elapsed, rounds: 1, faultsByKind: map[upstashtest.Fault]int64{}}
-	res.requests = st.TotalRequests
-	for k, v := range st.Faults {
-		res.faultsByKind[k] = v
-		res.faults += v
+	for _, w := range []struct {
+		name string
+		srv  *server
+	}{{"locks", r.locks}, {"queues", r.queues}, {"dedupe", r.dedupe}} {
+		st := w.srv.Stats()
+		var faults int64
+		for k, v := range st.Faults {
+			res.faultsByKind[k] += v
+			faults += v
+		}
+		res.requests += st.TotalRequests
+		res.faults += faults
+		res.faultsPer = append(res.faultsPer, fmt.Sprintf("%s %d of %d", w.name, faults, st.TotalRequests))
 	}
 
 	// Locks.
@@ -247,7 +270,7 @@ func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) resu
 	}
 	for i := 0; i < lockThreads; i++ {
 		thread := threadID(i)
-		fences := r.int64List(fenceListKey(thread))
+		fences := r.int64List(r.locks, fenceListKey(thread))
 		if d := countDisorder(fences); d > 0 {
 			res.serverFenceDisorder += d
 			res.samples = append(res.samples, fmt.Sprintf("thread %q: the fences written on the server are out of order: %v", thread, fences))
@@ -257,7 +280,7 @@ func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) resu
 			res.samples = append(res.samples, fmt.Sprintf("thread %q: %d fences written on the server for %d critical sections", thread, len(fences), perThread[thread]))
 		}
 	}
-	left := r.strings("KEYS", prefix+":lock:*")
+	left := r.strings(r.locks, "KEYS", prefix+":lock:*")
 	res.leftAtEnd = len(left)
 	for _, k := range left {
 		res.samples = append(res.samples, fmt.Sprintf("lock key %q still exists at the end", k))
@@ -272,7 +295,7 @@ func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) resu
 
 	// Queues: what the consumers recorded on the server, against what the
 	// producers enqueued; and the queues must be empty.
-	consumed := countTimes(r.strings("LRANGE", consumedKey, 0, -1))
+	consumed := countTimes(r.strings(r.queues, "LRANGE", consumedKey, 0, -1))
 	for id, n := range consumed {
 		res.consumed += n
 		_, ours := r.enqueued[id]
@@ -299,7 +322,7 @@ func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) resu
 	res.enqueueUnknown = r.enqueueUnknown.Load()
 	res.enqueueCalls = int64(len(r.enqueued))
 	for q := 0; q < queueThreads; q++ {
-		if n := r.int64(r.db.do("LLEN", prefix+":queue:"+queueThreadID(q))); n != 0 {
+		if n := r.int64(r.queues.db.do("LLEN", prefix+":queue:"+queueThreadID(q))); n != 0 {
 			res.lost += int(n)
 			res.samples = append(res.samples, fmt.Sprintf("queue %q still holds %d entries at the end", queueThreadID(q), n))
 		}
@@ -307,7 +330,7 @@ func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) resu
 
 	// Dedupe: how often each message was processed, and whether its key
 	// was written.
-	processed := countTimes(r.strings("LRANGE", processedKey, 0, -1))
+	processed := countTimes(r.strings(r.dedupe, "LRANGE", processedKey, 0, -1))
 	keys := make([]any, 0, messages)
 	for p := 0; p < dedupePairs; p++ {
 		for i := 0; i < messages/dedupePairs; i++ {
@@ -327,7 +350,7 @@ func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) resu
 			}
 		}
 	}
-	res.dedupeKeysMissing = len(keys) - int(r.int64(r.db.do("EXISTS", keys...)))
+	res.dedupeKeysMissing = len(keys) - int(r.int64(r.dedupe.db.do("EXISTS", keys...)))
 
 	res.calls, res.unknown, res.otherErrs = c.calls, c.unknown, c.otherErrs
 	res.callsByOp = c.callsByOp
@@ -335,10 +358,10 @@ func (r *round) gather(t *testing.T, backend string, elapsed time.Duration) resu
 	return res
 }
 
-// strings runs a command on the backing Redis that replies with an array
-// of bulk strings.
-func (r *round) strings(cmd string, args ...any) []string {
-	v, err := r.db.do(cmd, args...)
+// strings runs a command on srv's backing Redis that replies with an
+// array of bulk strings.
+func (r *round) strings(srv *server, cmd string, args ...any) []string {
+	v, err := srv.db.do(cmd, args...)
 	if err != nil {
 		r.t.Fatalf("%s on the server: %v", cmd, err)
 	}
@@ -354,10 +377,10 @@ func (r *round) strings(cmd string, args ...any) []string {
 	return out
 }
 
-// int64List reads a list of decimal integers from the backing Redis.
-func (r *round) int64List(key string) []int64 {
+// int64List reads a list of decimal integers from srv's backing Redis.
+func (r *round) int64List(srv *server, key string) []int64 {
 	var out []int64
-	for _, s := range r.strings("LRANGE", key, 0, -1) {
+	for _, s := range r.strings(srv, "LRANGE", key, 0, -1) {
 		n, err := strconv.ParseInt(s, 10, 64)
 		if err != nil {
 			r.t.Fatalf("list %q holds %q", key, s)
@@ -392,6 +415,7 @@ func (res *result) add(o result) {
 		res.faultsByKind = map[upstashtest.Fault]int64{}
 	}
 	res.rounds += o.rounds
+	res.backend = o.backend
 	res.requests += o.requests
 	res.faults += o.faults
 	for k, v := range o.faultsByKind {
@@ -434,6 +458,14 @@ func (res *result) add(o result) {
 	}
 }
 
+// joinPrefixed joins parts with ", " after sep, or returns "" for none.
+func joinPrefixed(sep string, parts []string) string {
+	if len(parts) == 0 {
+		return ""
+	}
+	return sep + strings.Join(parts, ", ")
+}
+
 // tookText tells how long each workload of a round took.
 func (res result) tookText() string {
 	if len(res.took) == 0 {
@@ -473,8 +505,8 @@ func (res result) lines(cfg settings) []string {
 	return []string{
 		fmt.Sprintf("seed %d, backend %s, %d lock workers + %d producers + %d consumers + %d dedupe workers, each with its own client; %s%s",
 			res.seed, res.backend, lockWorkers, producers, consumers, 2*dedupePairs, res.elapsed.Round(time.Millisecond), res.tookText()),
-		fmt.Sprintf("faults: %d of %d requests (%.1f%%, rate %g): 503 %d, reset before running %d, reply dropped after running %d, latency spike %d",
-			res.faults, res.requests, pct(res.faults, res.requests), cfg.faultRate,
+		fmt.Sprintf("faults: %d of %d requests (%.1f%%, rate %g%s): 503 %d, reset before running %d, reply dropped after running %d, latency spike %d",
+			res.faults, res.requests, pct(res.faults, res.requests), cfg.faultRate, joinPrefixed("; ", res.faultsPer),
 			fk[upstashtest.FaultStatus], fk[upstashtest.FaultReset], fk[upstashtest.FaultDrop], fk[upstashtest.FaultLatency]),
 		fmt.Sprintf("lock cycles: %d on %d threads (AcquireLock+Unlock %d, WithLock %d, AcquireLockWait+Unlock %d), %d refreshes inside, %d busy answers",
 			res.sections, lockThreads, res.plain, res.withLock, res.wait, res.refreshes, res.busyAnswers),

@@ -48,8 +48,10 @@ const (
 	// callTimeout bounds each call of the library (its retries included).
 	callTimeout = 30 * time.Second
 	// roundTimeout bounds a whole round: past it the workers stop and the
-	// round fails, with the figures of what was done.
-	roundTimeout = 4 * time.Minute
+	// round fails, with the figures of what was done. It is just under go
+	// test's default timeout of 10 minutes, ten times what a round takes
+	// on a loaded machine; a soak needs a longer -timeout.
+	roundTimeout = 9 * time.Minute
 	// monitorEvery is the period of the stranded-lock monitor's samples.
 	monitorEvery = 5 * time.Millisecond
 )
@@ -61,10 +63,10 @@ var retryPolicy = upstash.RetryPolicy{MaxRetries: 10, MinBackoff: time.Milliseco
 // round is one run of the workload against one server.
 type round struct {
 	t    *testing.T
-	srv  *upstashtest.Server
-	db   *backingRedis
 	seed int64
 	chk  *checker
+	// The servers of the lock, queue and dedupe workloads (see runRound).
+	locks, queues, dedupe *server
 
 	// counts of what the workers did, for the summary
 	plainCycles, withLockCycles, waitCycles, refreshes atomic.Int64
@@ -76,12 +78,26 @@ type round struct {
 	enqueued   map[string]bool // entry id → the Enqueue call returned nil
 }
 
-// newRound returns a round on srv; its connection to the backing Redis is
+// server is an upstashtest server and a direct connection to its backing
+// Redis.
+type server struct {
+	*upstashtest.Server
+	db *backingRedis
+}
+
+// newServer starts a server with the seed; it and its connection are
 // closed when the test ends.
-func newRound(t *testing.T, srv *upstashtest.Server, seed int64) *round {
+func newServer(t *testing.T, seed int64) *server {
+	srv := upstashtest.NewServer(t, upstashtest.WithSeed(seed))
 	db := newBackingRedis(srv.RedisAddr())
 	t.Cleanup(db.close)
-	return &round{t: t, srv: srv, db: db, seed: seed, chk: newChecker(), enqueued: map[string]bool{}}
+	return &server{Server: srv, db: db}
+}
+
+// newRound returns a round whose workloads use the given servers (one
+// server may serve several).
+func newRound(t *testing.T, seed int64, locks, queues, dedupe *server) *round {
+	return &round{t: t, seed: seed, chk: newChecker(), locks: locks, queues: queues, dedupe: dedupe, enqueued: map[string]bool{}}
 }
 
 // Key names: the State's prefix, and the keys the checker keeps on the
@@ -98,23 +114,23 @@ func lockKey(thread string) string      { return prefix + ":lock:" + thread }
 func fenceListKey(thread string) string { return "stress:fences:" + thread }
 func dedupeKey(msg string) string       { return "dedupe:" + msg }
 
-// newState returns a State on a client of its own. Call it from the
-// test's goroutine.
-func (r *round) newState() *upstash.State {
+// newState returns a State on srv, on a client of its own. Call it from
+// the test's goroutine.
+func (r *round) newState(srv *server) *upstash.State {
 	r.t.Helper()
-	c, err := upstash.New(upstash.Config{URL: r.srv.URL, Token: r.srv.Token}, upstash.WithRetry(retryPolicy))
+	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token}, upstash.WithRetry(retryPolicy))
 	if err != nil {
 		r.t.Fatalf("upstash.New: %v", err)
 	}
 	return upstash.NewState(c, upstash.WithKeyPrefix(prefix))
 }
 
-// newStates returns n States, each on a client of its own.
-func (r *round) newStates(n int) []*upstash.State {
+// newStates returns n States on srv, each on a client of its own.
+func (r *round) newStates(srv *server, n int) []*upstash.State {
 	r.t.Helper()
 	out := make([]*upstash.State, n)
 	for i := range out {
-		out[i] = r.newState()
+		out[i] = r.newState(srv)
 	}
 	return out
 }
@@ -153,7 +169,7 @@ const (
 // without spending most requests on busy answers.
 const (
 	minBusyPause = time.Millisecond
-	maxBusyPause = 64 * time.Millisecond
+	maxBusyPause = 16 * time.Millisecond
 )
 
 // waitOneIn: one lock cycle in waitOneIn uses AcquireLockWait. Its
@@ -309,7 +325,7 @@ func (r *round) withLockCycle(ctx context.Context, st *upstash.State, w int, thr
 // to a list on the server, as a store that checks fences would see them.
 // The list is written directly on the backing Redis, without faults.
 func (r *round) critical(thread string, fence int64) {
-	if _, err := r.db.do("RPUSH", fenceListKey(thread), fence); err != nil {
+	if _, err := r.locks.db.do("RPUSH", fenceListKey(thread), fence); err != nil {
 		r.t.Errorf("recording a fence on the server: %v", err)
 	}
 }
@@ -334,7 +350,7 @@ func (r *round) monitor(ctx context.Context, stop <-chan struct{}) {
 			return
 		case <-tick.C:
 		}
-		v, err := r.db.do("MGET", keys...)
+		v, err := r.locks.db.do("MGET", keys...)
 		if err != nil {
 			r.t.Errorf("monitor: MGET: %v", err)
 			return
@@ -355,7 +371,7 @@ func (r *round) monitor(ctx context.Context, stop <-chan struct{}) {
 			if r.chk.isKnown(string(b)) {
 				continue
 			}
-			now, err := r.db.do("GET", lockKey(thread))
+			now, err := r.locks.db.do("GET", lockKey(thread))
 			if err != nil {
 				r.t.Errorf("monitor: GET: %v", err)
 				return
@@ -429,7 +445,7 @@ func (r *round) consumer(ctx context.Context, st *upstash.State, c int, producer
 				r.t.Errorf("dequeued an entry that is not one of ours: %s (%v)", e.Message, err)
 				continue
 			}
-			if _, err := r.db.do("RPUSH", consumedKey, m.ID); err != nil {
+			if _, err := r.queues.db.do("RPUSH", consumedKey, m.ID); err != nil {
 				r.t.Errorf("recording a consumed entry on the server: %v", err)
 			}
 		}
@@ -476,7 +492,7 @@ func (r *round) dedupePair(ctx context.Context, sides [2]*upstash.State, pair, n
 				cancel()
 				r.chk.call("SetIfNotExists", err)
 				if first {
-					if _, err := r.db.do("RPUSH", processedKey, msg); err != nil {
+					if _, err := r.dedupe.db.do("RPUSH", processedKey, msg); err != nil {
 						r.t.Errorf("recording a processed message on the server: %v", err)
 					}
 				}
