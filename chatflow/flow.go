@@ -482,8 +482,8 @@ func (c *call) runQueued() error {
 	// The holder may have taken its last (empty) look at the queue and
 	// released between our acquire and our enqueue: then nobody would
 	// drain our entry. Try once more (vercel/chat#928).
-	// SEAM(issue 11): with Admit, the enqueue and this recheck are one
-	// atomic step, and Finish never releases over a non-empty queue.
+	// (The fused path needs no recheck: Admit's lock check and enqueue are
+	// one atomic step, and Finish never releases over a non-empty queue.)
 	l, err = c.acquire()
 	if err != nil {
 		c.log.Warn("chatflow: recheck after enqueueing failed; the holder drains", "error", err)
