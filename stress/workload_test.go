@@ -49,8 +49,9 @@ const (
 	callTimeout = 30 * time.Second
 	// roundTimeout bounds a whole round: past it the workers stop and the
 	// round fails, with the figures of what was done. It is just under go
-	// test's default timeout of 10 minutes, ten times what a round takes
-	// on a loaded machine; a soak needs a longer -timeout.
+	// test's default timeout of 10 minutes (a soak needs a longer
+	// -timeout), several times what a round took on a 2-core machine
+	// running several other test suites at once.
 	roundTimeout = 9 * time.Minute
 	// monitorEvery is the period of the stranded-lock monitor's samples.
 	monitorEvery = 5 * time.Millisecond
@@ -60,7 +61,7 @@ const (
 // only when the faults hit every attempt (about one call in 10^10 at 15%).
 var retryPolicy = upstash.RetryPolicy{MaxRetries: 10, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}
 
-// round is one run of the workload against one server.
+// round is one run of the workloads against their servers.
 type round struct {
 	t    *testing.T
 	seed int64
@@ -165,16 +166,18 @@ const (
 
 // A lock worker that was not given the lock pauses for a random time up
 // to a bound that starts at minBusyPause and doubles with each busy answer
-// in a row, up to maxBusyPause: the workers keep racing for the locks
-// without spending most requests on busy answers.
+// in a row, up to maxBusyPause. Meanwhile the holder and the other workers
+// go on, so every thread stays contended, without spending most requests
+// on busy answers (on a loaded machine, shorter pauses only made the round
+// slower: more requests competing for the CPU).
 const (
-	minBusyPause = time.Millisecond
-	maxBusyPause = 16 * time.Millisecond
+	minBusyPause = 16 * time.Millisecond
+	maxBusyPause = 128 * time.Millisecond
 )
 
 // waitOneIn: one lock cycle in waitOneIn uses AcquireLockWait. Its
 // backoff (up to a second) loses most races against the workers that
-// retry at once, so these cycles are slow: a few are enough.
+// retry sooner, so these cycles are slow: a few are enough.
 const waitOneIn = 50
 
 // lockWorker completes n lock cycles on random threads. Workers 2 and 5
