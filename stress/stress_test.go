@@ -1,7 +1,7 @@
 // Package stress_test runs the state layer under seeded faults: lock
 // cycles on contended threads, queues with several producers and
 // consumers, and dedupe with two racing deliveries of every message, all
-// at once, against an upstashtest server that fails a share of the
+// at once, against upstashtest servers that fail a share of the
 // requests. A checker records what every worker did and asserts that the
 // locks excluded each other and were fenced, that no busy answer came for
 // a free lock, that no lock was stranded, that no queue entry or dedupe
@@ -142,6 +142,7 @@ func runRound(t *testing.T, cfg settings, seed int64) result {
 
 	ctx, cancel := context.WithTimeout(context.Background(), roundTimeout)
 	defer cancel()
+	r.cancel = cancel
 	for _, srv := range servers {
 		srv.SetFaultRate(cfg.faultRate)
 	}
@@ -198,7 +199,10 @@ func runRound(t *testing.T, cfg settings, seed int64) result {
 	for _, srv := range servers {
 		srv.ClearFaults()
 	}
-	if err := ctx.Err(); err != nil {
+	switch {
+	case r.stopped != "":
+		t.Errorf("the round was stopped early, after %s: the figures cover what was done (calls cut short by the stop add errors of their own)", r.stopped)
+	case ctx.Err() != nil:
 		t.Errorf("the round did not finish within %s: the figures cover what was done", roundTimeout)
 	}
 	res := r.gather(t, backend, elapsed)

@@ -77,6 +77,26 @@ type round struct {
 
 	enqueuedMu sync.Mutex
 	enqueued   map[string]bool // entry id → the Enqueue call returned nil
+
+	// cancel ends the round's context; stopped says why it was ended
+	// early (see stop).
+	cancel    context.CancelFunc
+	stoppedMu sync.Mutex
+	stopped   string
+}
+
+// stop ends the round early, for the reason given (the first one is
+// kept), when it has already failed in a way that would make the rest of
+// it crawl.
+func (r *round) stop(reason string) {
+	r.stoppedMu.Lock()
+	if r.stopped == "" {
+		r.stopped = reason
+	}
+	r.stoppedMu.Unlock()
+	if r.cancel != nil {
+		r.cancel()
+	}
 }
 
 // server is an upstashtest server and a direct connection to its backing
@@ -381,6 +401,9 @@ func (r *round) monitor(ctx context.Context, stop <-chan struct{}) {
 			}
 			if nb, ok := now.([]byte); ok && string(nb) == string(b) {
 				r.strandedSeen.Store(string(b), struct{}{})
+				// A stranded lock blocks its thread for the lock's TTL:
+				// the round has failed, stop it rather than wait.
+				r.stop(fmt.Sprintf("a stranded lock on %q", thread))
 			} else {
 				r.transientUnknown.Add(1)
 			}
