@@ -2,16 +2,15 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
 	"strings"
-	"sync"
 	"time"
+
+	"github.com/chatstate/upstash/internal/testtool"
 )
 
 // Client names, as in the JSON output.
@@ -45,43 +44,9 @@ func (l *launcher) command(client, mode, arg string) (*exec.Cmd, error) {
 	default:
 		return nil, fmt.Errorf("unknown client %q", client)
 	}
-	cmd.Env = append(environWithout("UPSTASH_REDIS_REST_", "KV_REST_API_"),
+	cmd.Env = append(testtool.EnvironWithout("UPSTASH_REDIS_REST_", "KV_REST_API_"),
 		"UPSTASH_REDIS_REST_URL="+l.url, "UPSTASH_REDIS_REST_TOKEN="+l.token)
 	return cmd, nil
-}
-
-// environWithout returns os.Environ() minus the variables with any of the
-// prefixes, so a developer's real credentials never reach a driver.
-func environWithout(prefixes ...string) []string {
-	var env []string
-next:
-	for _, kv := range os.Environ() {
-		for _, p := range prefixes {
-			if strings.HasPrefix(kv, p) {
-				continue next
-			}
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
-// lockedBuffer collects a child's stderr.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.TrimSpace(b.buf.String())
 }
 
 // driver is a running driver process in serve mode.
@@ -90,7 +55,7 @@ type driver struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	lines  chan string
-	stderr *lockedBuffer
+	stderr *testtool.SyncBuffer
 	waited bool
 }
 
@@ -114,7 +79,7 @@ func (l *launcher) spawn(client string) (*driver, error) {
 	if err != nil {
 		return nil, err
 	}
-	d := &driver{client: client, cmd: cmd, lines: make(chan string, 4), stderr: &lockedBuffer{}}
+	d := &driver{client: client, cmd: cmd, lines: make(chan string, 4), stderr: &testtool.SyncBuffer{}}
 	cmd.Stderr = d.stderr
 	if d.stdin, err = cmd.StdinPipe(); err != nil {
 		return nil, err
@@ -155,7 +120,7 @@ func (d *driver) read(timeout time.Duration, v any) error {
 	case line, ok := <-d.lines:
 		if !ok {
 			_ = d.wait()
-			return fmt.Errorf("%s driver exited: %s", d.client, d.stderr.String())
+			return fmt.Errorf("%s driver exited: %s", d.client, d.stderrText())
 		}
 		var e struct {
 			Error string `json:"error"`
@@ -168,14 +133,14 @@ func (d *driver) read(timeout time.Duration, v any) error {
 		}
 		return nil
 	case <-t.C:
-		return fmt.Errorf("%s driver did not answer within %v; stderr: %s", d.client, timeout, d.stderr.String())
+		return fmt.Errorf("%s driver did not answer within %v; stderr: %s", d.client, timeout, d.stderrText())
 	}
 }
 
 // call sends one command line and decodes the answer into v.
 func (d *driver) call(timeout time.Duration, v any, format string, args ...any) error {
 	if _, err := fmt.Fprintf(d.stdin, format+"\n", args...); err != nil {
-		return fmt.Errorf("%s driver: %w (stderr: %s)", d.client, err, d.stderr.String())
+		return fmt.Errorf("%s driver: %w (stderr: %s)", d.client, err, d.stderrText())
 	}
 	return d.read(timeout, v)
 }
@@ -209,3 +174,6 @@ func (d *driver) close() int64 {
 	_ = d.wait()
 	return rss
 }
+
+// stderrText is what the driver wrote to stderr, trimmed for an error text.
+func (d *driver) stderrText() string { return strings.TrimSpace(d.stderr.String()) }

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/chatstate/upstash/internal/testtool"
 )
 
 // runReply is what a driver answers to "run": flow.Result plus the
@@ -268,7 +270,7 @@ func coldStart(l *launcher, client, thread string) (float64, int64, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	d := &driver{client: client, cmd: cmd, lines: make(chan string, 4), stderr: &lockedBuffer{}}
+	d := &driver{client: client, cmd: cmd, lines: make(chan string, 4), stderr: &testtool.SyncBuffer{}}
 	cmd.Stderr = d.stderr
 	if d.stdin, err = cmd.StdinPipe(); err != nil {
 		return 0, 0, err
@@ -297,10 +299,10 @@ func coldStart(l *launcher, client, thread string) (float64, int64, error) {
 	for sc.Scan() { // drain until exit
 	}
 	if err := d.wait(); err != nil {
-		return 0, 0, fmt.Errorf("%v: %s", err, d.stderr.String())
+		return 0, 0, fmt.Errorf("%v: %s", err, d.stderrText())
 	}
 	if elapsed == 0 {
-		return 0, 0, fmt.Errorf("no lock acquired: %s", d.stderr.String())
+		return 0, 0, fmt.Errorf("no lock acquired: %s", d.stderrText())
 	}
 	return float64(elapsed.Microseconds()) / 1000, rss, nil
 }
