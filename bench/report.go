@@ -262,20 +262,15 @@ func readReport(path string) (*report, error) {
 		case "machine":
 			target = &rep.Machine
 		case "throughput":
-			rep.Throughput = append(rep.Throughput, throughputRecord{})
-			target = &rep.Throughput[len(rep.Throughput)-1]
+			target = appendZero(&rep.Throughput)
 		case "profile":
-			rep.Profiles = append(rep.Profiles, profileRecord{})
-			target = &rep.Profiles[len(rep.Profiles)-1]
+			target = appendZero(&rep.Profiles)
 		case "coldstart":
-			rep.ColdStarts = append(rep.ColdStarts, coldRecord{})
-			target = &rep.ColdStarts[len(rep.ColdStarts)-1]
+			target = appendZero(&rep.ColdStarts)
 		case "size":
-			rep.Sizes = append(rep.Sizes, sizeRecord{})
-			target = &rep.Sizes[len(rep.Sizes)-1]
+			target = appendZero(&rep.Sizes)
 		case "gobench":
-			rep.GoBench = append(rep.GoBench, benchRecord{})
-			target = &rep.GoBench[len(rep.GoBench)-1]
+			target = appendZero(&rep.GoBench)
 		case "error":
 			if k.Part == "gobench" {
 				rep.GoBenchError = k.Error
@@ -503,4 +498,11 @@ func machineInfo(root string) machineRecord {
 		m.RedisVersion = strings.TrimPrefix(f[2], "v=")
 	}
 	return m
+}
+
+// appendZero appends a zero element to *s and returns a pointer to it, for
+// json.Unmarshal to fill.
+func appendZero[T any](s *[]T) *T {
+	*s = append(*s, *new(T))
+	return &(*s)[len(*s)-1]
 }
