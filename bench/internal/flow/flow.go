@@ -138,6 +138,11 @@ const (
 type Outcome struct {
 	Status  Status `json:"status"`
 	Drained int    `json:"drained"` // queued messages this webhook's holder handled
+	// Calls counts the state calls this webhook made, its drain and the
+	// handler's calls included, and HandlerCalls the handler's; only
+	// Chatflow counts them (0 elsewhere).
+	Calls        int `json:"calls,omitempty"`
+	HandlerCalls int `json:"handler_calls,omitempty"`
 }
 
 // Handler handles webhooks. Calls (this file) and the fused configuration
@@ -295,10 +300,20 @@ type Result struct {
 	Errors     int     `json:"errors"`
 	FirstError string  `json:"first_error,omitempty"`
 	Ops        int64   `json:"ops"`
+	// Calls sums Outcome.Calls by outcome (handled, queued, duplicate),
+	// for the handlers that count them.
+	Calls map[Status]int64 `json:"calls_by_outcome,omitempty"`
+	// HandedTwice is how many messages the handler got more than once
+	// during the run, for the handlers that know (Chatflow).
+	HandedTwice *int `json:"handed_twice,omitempty"`
 	// LatenciesUS holds each webhook's time in Handle, in microseconds, in
 	// completion order.
 	LatenciesUS []int64 `json:"latencies_us"`
 }
+
+// twiceCounter is a Handler that knows how many messages it handed to its
+// bot more than once.
+type twiceCounter interface{ HandedTwice() int }
 
 // Run handles webhooks with the given number of concurrent callers, each
 // taking the next webhook in order until none is left.
@@ -311,6 +326,11 @@ func Run(ctx context.Context, h Handler, webhooks []Webhook, callers int) Result
 		wg   sync.WaitGroup
 	)
 	ops0 := h.Ops()
+	tc, _ := h.(twiceCounter)
+	twice0 := 0
+	if tc != nil {
+		twice0 = tc.HandedTwice()
+	}
 	start := time.Now()
 	for c := 0; c < callers; c++ {
 		wg.Add(1)
@@ -341,6 +361,12 @@ func Run(ctx context.Context, h Handler, webhooks []Webhook, callers int) Result
 					res.Duplicates++
 				}
 				res.Drained += out.Drained
+				if out.Calls > 0 {
+					if res.Calls == nil {
+						res.Calls = map[Status]int64{}
+					}
+					res.Calls[out.Status] += int64(out.Calls)
+				}
 				mu.Unlock()
 			}
 		}()
@@ -348,6 +374,10 @@ func Run(ctx context.Context, h Handler, webhooks []Webhook, callers int) Result
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
 	res.Ops = h.Ops() - ops0
+	if tc != nil {
+		res.HandedTwice = new(int)
+		*res.HandedTwice = tc.HandedTwice() - twice0
+	}
 	return res
 }
 

@@ -87,15 +87,23 @@ func intReply(t *testing.T, srv *upstashtest.Server, cmd string, args ...any) in
 // handled or drained left exactly one trace in the thread state and the
 // history.
 func TestRunAccountsForEveryWebhook(t *testing.T) {
-	for _, name := range []string{"calls", "fused"} {
+	for _, name := range []string{"calls", "fused", "chatflow"} {
 		t.Run(name, func(t *testing.T) { testRunAccountsForEveryWebhook(t, name) })
 	}
 }
 
 // handler returns the flow called name over st.
-func handler(name string, st *upstash.State) Handler {
-	if name == "fused" {
+func handler(t *testing.T, name string, st *upstash.State) Handler {
+	t.Helper()
+	switch name {
+	case "fused":
 		return NewFused(st)
+	case "chatflow":
+		h, err := NewChatflow(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
 	}
 	return NewCalls(st)
 }
@@ -104,7 +112,7 @@ func testRunAccountsForEveryWebhook(t *testing.T, name string) {
 	st, srv := newState(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	h := handler(name, st)
+	h := handler(t, name, st)
 	if err := h.Warmup(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -145,8 +153,29 @@ func testRunAccountsForEveryWebhook(t *testing.T, name string) {
 			t.Errorf("lock of %s still held after the run", id)
 		}
 	}
-	if counted != res.Handled+res.Drained || history != counted {
-		t.Errorf("thread states count %d, history holds %d; want both = handled %d + drained %d", counted, history, res.Handled, res.Drained)
+	// chatflow appends every admitted message to the history, queued ones
+	// too (before the lock, as the Chat SDK core does); the others append
+	// what they handle.
+	wantHistory := counted
+	if name == "chatflow" {
+		wantHistory = res.Handled + res.Queued
+		if res.HandedTwice == nil || *res.HandedTwice != 0 {
+			t.Errorf("messages handed over twice: %v", res.HandedTwice)
+		}
+		for _, st := range []Status{Handled, Queued, Duplicate} {
+			if res.Calls[st] == 0 {
+				t.Errorf("no state calls counted for %s webhooks: %v", st, res.Calls)
+			}
+		}
+		// Every duplicate is one Admit.
+		if res.Calls[Duplicate] != int64(res.Duplicates) {
+			t.Errorf("%d calls for %d duplicates", res.Calls[Duplicate], res.Duplicates)
+		}
+	} else if res.HandedTwice != nil || res.Calls != nil {
+		t.Errorf("%s counts calls %v or messages handed twice %v", name, res.Calls, res.HandedTwice)
+	}
+	if counted != res.Handled+res.Drained || history != wantHistory {
+		t.Errorf("thread states count %d, history holds %d; want handled %d + drained %d, and %d", counted, history, res.Handled, res.Drained, wantHistory)
 	}
 	// Entries beyond MaxQueue are trimmed; none is drained twice.
 	if res.Drained+left > res.Queued {
@@ -167,11 +196,15 @@ func TestHandleOutcomes(t *testing.T) {
 	}{
 		{"calls", []upstash.Option{upstash.WithAutoPipelining(false)}, [4]int64{8, 1, 5, 12}},
 		{"fused", nil, [4]int64{2, 1, 1, 3}},
+		// chatflow's Admit and Finish, plus the handler's thread state
+		// read and write per turn; the drain hands over the message Finish
+		// popped after one Dequeue finding the queue empty.
+		{"chatflow", nil, [4]int64{4, 1, 1, 8}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			st, srv := newState(t, tc.opts...)
 			ctx := context.Background()
-			h := handler(tc.name, st)
+			h := handler(t, tc.name, st)
 			if err := h.Warmup(ctx); err != nil {
 				t.Fatal(err)
 			}
@@ -181,6 +214,12 @@ func TestHandleOutcomes(t *testing.T) {
 				t.Helper()
 				before := srv.Stats().TotalRequests
 				got, err := h.Handle(ctx, w)
+				if tc.name == "chatflow" {
+					// Alone, each state call is one request; the handler
+					// makes two per turn.
+					want.Calls = int(tc.want[step])
+					want.HandlerCalls = map[Status]int{Handled: 2 * (1 + want.Drained)}[want.Status]
+				}
 				if err != nil || got != want {
 					t.Fatalf("Handle(%+v) = %+v, %v; want %+v", w, got, err, want)
 				}
@@ -203,9 +242,14 @@ func TestHandleOutcomes(t *testing.T) {
 			if err != nil || len(items) != 3 {
 				t.Fatalf("history: %d items, %v; want 3", len(items), err)
 			}
+			// chatflow appends in its Admit, so in arrival order.
+			lastID := map[bool]string{true: "p3", false: "p2"}[tc.name == "chatflow"]
 			var last Message
-			if err := json.Unmarshal(items[2], &last); err != nil || last.ID != "p2" || string(last.Raw) != "null" {
-				t.Errorf("last history item %s (%v): want message p2 with raw null", items[2], err)
+			if err := json.Unmarshal(items[2], &last); err != nil || last.ID != lastID || string(last.Raw) != "null" {
+				t.Errorf("last history item %s (%v): want message %s with raw null", items[2], err, lastID)
+			}
+			if tc.name == "chatflow" && !bytes.Equal(items[2], historyJSON(t, Webhook{Seq: 3, MessageID: "p3", ThreadID: "bench:P"})) {
+				t.Errorf("chatflow's history item %s differs from the other flows' message JSON", items[2])
 			}
 			raw, err := st.Get(ctx, threadStateKey("bench:P"))
 			var ts ThreadState
@@ -224,8 +268,11 @@ func TestHandleOutcomes(t *testing.T) {
 
 // wantWarmupOps is the operations each flow's Warmup counts.
 func wantWarmupOps(name string) int64 {
-	if name == "fused" {
+	switch name {
+	case "fused":
 		return 8 // one handled webhook
+	case "chatflow":
+		return 5 + 12 // one queued webhook, one handled draining it
 	}
 	return 8 + 2 // one handled webhook, an enqueue and a dequeue
 }
@@ -283,6 +330,37 @@ for (const w of workload(` + strconv.Itoa(n) + `, ` + strconv.Itoa(threads) + `)
 		}
 		if !bytes.Equal(parts[1], full) || !bytes.Equal(parts[2], history) {
 			t.Errorf("message %d differs:\nnode %s\ngo   %s\nnode %s\ngo   %s", i, parts[1], full, parts[2], history)
+		}
+	}
+}
+
+// historyJSON is the history item NewMessage(w) makes: the message with a
+// null raw payload.
+func historyJSON(t *testing.T, w Webhook) []byte {
+	t.Helper()
+	m := NewMessage(w)
+	m.Raw = json.RawMessage("null")
+	b, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestChatMessageMatchesMessage checks that the chatflow configuration's
+// messages are the same JSON as the other configurations' (and Node's).
+func TestChatMessageMatchesMessage(t *testing.T) {
+	for _, w := range Workload(12, 3) {
+		want, err := json.Marshal(NewMessage(w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := json.Marshal(NewChatMessage(w))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Errorf("webhook %+v:\nchatflow %s\nflow     %s", w, got, want)
 		}
 	}
 }
