@@ -5,80 +5,73 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
-	"time"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/chatflow"
 )
 
-// FromEnv builds the client, the state and a Bot from the environment:
-// UPSTASH_REDIS_REST_URL and UPSTASH_REDIS_REST_TOKEN, else Vercel's
-// KV_REST_API_URL and KV_REST_API_TOKEN. It does no network I/O. Call it
-// once per process, outside the handler.
-func FromEnv(opts ...upstash.EnvOption) (*Bot, error) {
-	cfg, err := upstash.ConfigFromEnv(opts...)
-	if err != nil {
-		return nil, err
-	}
-	return FromConfig(cfg)
+// answer is the JSON body of a 200 or 202 answer.
+type answer struct {
+	Status     chatflow.Status `json:"status"`
+	MessageID  string          `json:"messageId"`
+	ThreadID   string          `json:"threadId"`
+	Handled    []string        `json:"handled,omitempty"`
+	Left       int             `json:"left,omitempty"`
+	QueueDepth int             `json:"queueDepth,omitempty"`
 }
 
-// FromConfig is FromEnv for an explicit configuration.
-func FromConfig(cfg upstash.Config, opts ...upstash.Option) (*Bot, error) {
-	client, err := upstash.New(cfg, opts...)
-	if err != nil {
-		return nil, err
-	}
-	return New(upstash.NewState(client)), nil
-}
-
-// response is the JSON body of an error answer.
+// errorBody is the JSON body of an error answer.
 type errorBody struct {
 	Error  string `json:"error"`
 	Detail string `json:"detail,omitempty"`
 }
 
-// Respond turns Handle's result into an HTTP status and a JSON body:
-// 200 handled, ignored or duplicate; 202 queued; 400 a bad webhook; 500 no
-// configuration; 502 the state store failed or refused the token; 503 too
-// close to the deadline or cancelled; 504 the budget ran out. Error texts never contain the token (the client
-// never puts it in an error).
-func Respond(out Outcome, err error) (int, []byte) {
-	if err == nil {
-		status := http.StatusOK
-		if out.Status == StatusQueued {
-			status = http.StatusAccepted
+// Respond maps a Flow.Handle result for w to the HTTP answer both examples
+// send:
+//
+//   - 200 {"status":"handled"|"duplicate"|"dropped"|"ignored","messageId","threadId","handled":[ids],"left":n}
+//     ("handled" lists every message the call handed to the bot, drained
+//     ones included; "left" counts what it left queued, out of time)
+//   - 202 {"status":"queued",...,"queueDepth":n}
+//   - 400 a bad webhook (ErrBadWebhook)
+//   - 401 the store refused the REST token; 403 the token may not write
+//   - 503 too close to the deadline to start (chatflow.ErrNoTime)
+//   - 500 the bot's own logic failed, or no configuration
+//   - 502 the state store failed
+//
+// Error bodies are {"error": what to do, "detail": the error}. The detail
+// never holds the token: the client's errors never do.
+func Respond(w Webhook, res chatflow.Result, err error) (status int, body []byte) {
+	if err == nil || (res.Status == chatflow.StatusDropped && errors.Is(err, chatflow.ErrLocked)) {
+		a := answer{Status: res.Status, MessageID: w.MessageID, ThreadID: w.ThreadID, Handled: res.Delivered, Left: res.Left}
+		status = http.StatusOK
+		if res.Status == chatflow.StatusQueued {
+			status, a.QueueDepth = http.StatusAccepted, res.QueueDepth
 		}
-		return status, mustJSON(out)
+		return status, mustJSON(a)
 	}
 	status, msg := http.StatusBadGateway, "the state store failed"
+	var e *upstash.Error
 	switch {
 	case errors.Is(err, ErrBadWebhook):
 		status, msg = http.StatusBadRequest, "bad webhook"
+	case errors.Is(err, upstash.ErrUnauthorized):
+		status, msg = http.StatusUnauthorized, "the state store refused the REST token (HTTP 401 unauthorized): check "+
+			upstash.EnvToken+" or "+upstash.EnvVercelToken
+	case errors.As(err, &e) && e.Code == "NOPERM":
+		status, msg = http.StatusForbidden, "the REST token may not write (NOPERM): use the full-access token ("+
+			upstash.EnvToken+" or "+upstash.EnvVercelToken+"), not "+upstash.EnvVercelReadOnlyToken
+	case errors.Is(err, chatflow.ErrNoTime):
+		status, msg = http.StatusServiceUnavailable, "too close to the function's deadline to start: nothing was written, retry"
 	case errors.Is(err, upstash.ErrConfig):
 		status, msg = http.StatusInternalServerError, "the state store is not configured"
-	case isNoPerm(err):
-		msg = "the REST token may not write (NOPERM): use the full-access token (" +
-			upstash.EnvToken + " or " + upstash.EnvVercelToken + "), not " + upstash.EnvVercelReadOnlyToken
-	case errors.Is(err, upstash.ErrUnauthorized):
-		msg = "the state store refused the REST token (HTTP 401 unauthorized): check " +
-			upstash.EnvToken + " or " + upstash.EnvVercelToken
-	case errors.Is(err, ErrNoTime):
-		status, msg = http.StatusServiceUnavailable, "too close to the function's deadline"
-	case errors.Is(err, context.DeadlineExceeded):
-		status, msg = http.StatusGatewayTimeout, "the time budget ran out"
-	case errors.Is(err, context.Canceled):
-		status, msg = http.StatusServiceUnavailable, "the request was cancelled before the work finished"
+	case res.Status == chatflow.StatusHandled:
+		status, msg = http.StatusInternalServerError, "the bot failed while handling the message"
 	case errors.Is(err, upstash.ErrOutcomeUnknown):
 		msg = "the state store did not answer; the last write may or may not have been applied"
 	}
 	return status, mustJSON(errorBody{Error: msg, Detail: err.Error()})
-}
-
-func isNoPerm(err error) bool {
-	var e *upstash.Error
-	return errors.As(err, &e) && e.Code == "NOPERM"
 }
 
 func mustJSON(v any) []byte {
@@ -89,60 +82,24 @@ func mustJSON(v any) []byte {
 	return b
 }
 
-// NewHTTPHandler serves webhooks with bot over net/http (Vercel, or any
-// server). Requests whose context has no deadline, as on Vercel where
-// r.Context() never ends, get budget; set it a little below the function's
-// maxDuration.
-func NewHTTPHandler(bot *Bot, budget time.Duration) http.Handler {
-	return &httpHandler{bot: bot, budget: budget}
-}
-
-// ErrorHandler answers every request with err, for a process whose
-// configuration is broken: each request then says why instead of crashing.
-func ErrorHandler(err error) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		status, body := Respond(Outcome{}, err)
-		writeJSON(w, status, body)
-	})
-}
-
-type httpHandler struct {
-	bot    *Bot
-	budget time.Duration
-}
-
-func (h *httpHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Method != http.MethodPost {
-		w.Header().Set("Allow", http.MethodPost)
-		writeJSON(w, http.StatusMethodNotAllowed, mustJSON(errorBody{Error: "POST a webhook"}))
-		return
-	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+// HistoryCounts reads the thread's history ("msg-history:<thread>",
+// chatflow's, the Chat SDK's serialized messages) and returns how many
+// times each message id appears in it: every message admitted once (not a
+// duplicate) appears once, whether it was handled, queued or dropped from
+// a full queue.
+func HistoryCounts(ctx context.Context, state upstash.StateAdapter, threadID string) (map[string]int, error) {
+	key := chatflow.HistoryKey(threadID)
+	items, err := state.GetList(ctx, key)
 	if err != nil {
-		writeJSON(w, http.StatusBadRequest, mustJSON(errorBody{Error: "bad webhook", Detail: fmt.Sprintf("reading the body: %v", err)}))
-		return
+		return nil, err
 	}
-	hook, err := ParseWebhook(body)
-	if err != nil {
-		status, b := Respond(Outcome{}, err)
-		writeJSON(w, status, b)
-		return
+	seen := make(map[string]int, len(items))
+	for i, raw := range items {
+		var m chatflow.Message
+		if err := json.Unmarshal(raw, &m); err != nil {
+			return nil, fmt.Errorf("%s item %d: %w", key, i, err)
+		}
+		seen[m.ID]++
 	}
-	ctx := r.Context()
-	if _, ok := ctx.Deadline(); !ok && h.budget > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, h.budget)
-		defer cancel()
-	}
-	if id := r.Header.Get("X-Vercel-Id"); id != "" {
-		ctx = WithRequestID(ctx, id)
-	}
-	status, b := Respond(h.bot.Handle(ctx, hook))
-	writeJSON(w, status, b)
-}
-
-func writeJSON(w http.ResponseWriter, status int, body []byte) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(body, '\n'))
+	return seen, nil
 }

@@ -1,25 +1,23 @@
-// Package chatbot is the bot shared by the Lambda and Vercel examples:
-// what the package chatflow leaves to a bot. chatflow runs the Chat SDK's
-// webhook flow (dedupe by message id, one lock per thread, a queue for
-// the messages that arrive while the lock is held, the drain, message
-// history); this package parses the examples' webhook, answers HTTP,
-// reads the configuration from the environment, subscribes a thread on a
-// mention, keeps a per-thread counter and reports each step as an Event.
+// Package chatbot is what the Lambda and Vercel examples share on top of
+// the package chatflow, which runs the Chat SDK's webhook flow (dedupe by
+// message id, one lock per thread, the queue of messages that arrive while
+// the lock is held, the drain, message history): the examples' webhook
+// format, the bot's own logic as a chatflow.HandlerFunc (subscribe a
+// thread on a mention, count its messages in the thread state) and the
+// HTTP answer. Each example configures its chatflow.Flow itself.
 //
 // The package is internal to the examples. To reuse it, copy this folder
-// into your own module (see examples/vercel/README.md).
+// into your own module.
 package chatbot
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
 
-	"github.com/chatstate/upstash"
 	"github.com/chatstate/upstash/chatflow"
 )
 
@@ -47,8 +45,10 @@ const (
 	MaxBodyBytes = 1 << 20
 )
 
-// ParseWebhook decodes and checks a webhook body. Unknown fields are
-// ignored, as platforms add fields over time.
+// ParseWebhook decodes and checks a webhook body: one JSON object of at
+// most MaxBodyBytes, with platform, messageId and threadId set (at most
+// 512 bytes each) and a text of at most 40,000 bytes. Unknown fields are
+// ignored, as platforms add fields over time. Errors match ErrBadWebhook.
 func ParseWebhook(body []byte) (Webhook, error) {
 	var w Webhook
 	if len(body) > MaxBodyBytes {
@@ -86,42 +86,39 @@ func (w Webhook) Mentions(name string) bool {
 	return name != "" && strings.Contains(strings.ToLower(w.Text), strings.ToLower(name))
 }
 
-// Keys, as the Chat SDK core names them. The state adapter adds its prefix
-// and namespace ("chat-sdk:cache:", "chat-sdk:list:").
-
-// DedupeKey is the cache key that marks a message as seen.
-func DedupeKey(w Webhook) string { return "dedupe:" + w.Platform + ":" + w.MessageID }
-
-// ThreadStateKey is the cache key of a thread's state.
-func ThreadStateKey(threadID string) string { return "thread-state:" + threadID }
-
-// HistoryKey is the list key of a thread's message history.
-func HistoryKey(threadID string) string { return "msg-history:" + threadID }
-
-// ThreadState is what the bot keeps per thread under ThreadStateKey.
-type ThreadState struct {
-	Handled       int       `json:"handled"`
-	LastMessageID string    `json:"lastMessageId,omitempty"`
-	LastUser      string    `json:"lastUser,omitempty"`
-	UpdatedAt     time.Time `json:"updatedAt"`
+// Message is the webhook as the Chat SDK's serialized message, what
+// chatflow.Flow.Handle takes: Raw is the webhook's JSON (so a queued
+// message keeps every field), Formatted the text as a minimal mdast Root,
+// the author is User (id, user name and full name), and DateSent is now in
+// UTC.
+func (w Webhook) Message(now time.Time) *chatflow.Message {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false) // as JSON.stringify writes it
+	var raw json.RawMessage
+	if enc.Encode(w) == nil { // strings always encode
+		raw = bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	}
+	return &chatflow.Message{
+		ID:        w.MessageID,
+		ThreadID:  w.ThreadID,
+		Text:      w.Text,
+		Formatted: chatflow.FormattedText(w.Text),
+		Raw:       raw,
+		Author:    chatflow.Author{UserID: w.User, UserName: w.User, FullName: w.User},
+		Metadata:  chatflow.Metadata{DateSent: now.UTC()},
+	}
 }
 
-// HistoryCounts reads the thread's history (chatflow's, the Chat SDK's
-// serialized messages) and returns how many times each message id appears
-// in it: every message admitted once (not a duplicate) appears once,
-// whether it was handled, queued or dropped from a full queue.
-func HistoryCounts(ctx context.Context, state upstash.StateAdapter, threadID string) (map[string]int, error) {
-	items, err := state.GetList(ctx, HistoryKey(threadID))
-	if err != nil {
-		return nil, err
+// webhookOf returns the webhook a message was built from (Message.Raw), or,
+// for a message whose Raw is not one of ours (a TypeScript bot queued it
+// with its platform's payload), a webhook built from the message's fields,
+// the platform taken from the thread id ("slack:C1:t1" → "slack").
+func webhookOf(m *chatflow.Message) Webhook {
+	var w Webhook
+	if err := json.Unmarshal(m.Raw, &w); err == nil && w.MessageID == m.ID && w.ThreadID == m.ThreadID {
+		return w
 	}
-	seen := make(map[string]int, len(items))
-	for i, raw := range items {
-		var m chatflow.Message
-		if err := json.Unmarshal(raw, &m); err != nil {
-			return nil, fmt.Errorf("%s item %d: %w", HistoryKey(threadID), i, err)
-		}
-		seen[m.ID]++
-	}
-	return seen, nil
+	platform, _, _ := strings.Cut(m.ThreadID, ":")
+	return Webhook{Platform: platform, MessageID: m.ID, ThreadID: m.ThreadID, User: m.Author.UserID, Text: m.Text}
 }
