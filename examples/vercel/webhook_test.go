@@ -1,12 +1,13 @@
 // Tests of the Vercel function. They live outside api/, because Vercel
-// would try to build every .go file under api/ (tests included) as a
-// function.
+// builds every .go file under api/ as a function.
 package vercel_test
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -18,8 +19,10 @@ import (
 	"time"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/chatflow"
 	"github.com/chatstate/upstash/examples/internal/chatbot"
 	handler "github.com/chatstate/upstash/examples/vercel/api"
+	"github.com/chatstate/upstash/internal/testtool"
 	"github.com/chatstate/upstash/upstashtest"
 )
 
@@ -28,8 +31,7 @@ import (
 const envChild = "CHATBOT_VERCEL_TEST_CHILD"
 
 // shared is the server behind handler.Handler, which reads the environment
-// once per process. Tests that use it need message ids of their own: the
-// dedupe key is per platform and message id, not per thread.
+// once per process. Tests that use it need ids of their own (uniq).
 var shared *upstashtest.Server
 
 func TestMain(m *testing.M) {
@@ -42,9 +44,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	shared = srv
-	for _, k := range []string{upstash.EnvVercelURL, upstash.EnvVercelToken} {
-		os.Unsetenv(k)
-	}
+	os.Unsetenv(upstash.EnvVercelURL)
+	os.Unsetenv(upstash.EnvVercelToken)
 	os.Setenv(upstash.EnvURL, srv.URL)
 	os.Setenv(upstash.EnvToken, srv.Token)
 	code := m.Run()
@@ -52,13 +53,27 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// exported is the function Vercel calls, configured from the environment.
+var exported = http.HandlerFunc(handler.Handler)
+
+var seq atomic.Int64
+
+// uniq makes an id unique in this process, so that tests on the shared
+// server can run again (-count) without being deduped by the earlier run.
+func uniq(s string) string { return fmt.Sprintf("%s-%d", s, seq.Add(1)) }
+
+func webhook(thread, id, text string) chatbot.Webhook {
+	return chatbot.Webhook{Platform: "slack", MessageID: id, ThreadID: thread, User: "U1", Text: text}
+}
+
+// post sends w as Vercel does: a request context without a deadline.
 func post(h http.Handler, w chatbot.Webhook) *httptest.ResponseRecorder {
 	return postCtx(context.Background(), h, w)
 }
 
-// postRoomy posts w with a request deadline of a minute, which the handler
-// uses instead of its budget: for tests about something other than time, so
-// that a burst on a machine many times slower than usual still fits.
+// postRoomy posts w with a request deadline of a minute, which the flow
+// uses instead of its budget: for tests about the lock and the queue, not
+// time, so that a burst on a machine many times slower than usual fits.
 func postRoomy(h http.Handler, w chatbot.Webhook) *httptest.ResponseRecorder {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -74,30 +89,62 @@ func postCtx(ctx context.Context, h http.Handler, w chatbot.Webhook) *httptest.R
 	return rec
 }
 
-func webhook(thread, id, text string) chatbot.Webhook {
-	return chatbot.Webhook{Platform: "slack", MessageID: id, ThreadID: thread, User: "U1", Text: text}
+// answer is the JSON body of a response (chatbot.Respond).
+type answer struct {
+	Status     string   `json:"status"`
+	MessageID  string   `json:"messageId"`
+	Handled    []string `json:"handled"`
+	Left       int      `json:"left"`
+	QueueDepth int      `json:"queueDepth"`
+	Error      string   `json:"error"`
+	Detail     string   `json:"detail"`
 }
 
-func outcome(t *testing.T, rec *httptest.ResponseRecorder) chatbot.Outcome {
+func decode(t *testing.T, rec *httptest.ResponseRecorder) answer {
 	t.Helper()
-	var o chatbot.Outcome
-	if err := json.Unmarshal(rec.Body.Bytes(), &o); err != nil {
+	var a answer
+	if err := json.Unmarshal(rec.Body.Bytes(), &a); err != nil {
 		t.Fatalf("body %q: %v", rec.Body.String(), err)
 	}
-	return o
+	return a
+}
+
+// wantAnswer fails unless rec is code with the status word status.
+func wantAnswer(t *testing.T, what string, rec *httptest.ResponseRecorder, code int, status string) answer {
+	t.Helper()
+	a := decode(t, rec)
+	if rec.Code != code || a.Status != status {
+		t.Fatalf("%s: %d %s, want %d %q", what, rec.Code, strings.TrimSpace(rec.Body.String()), code, status)
+	}
+	return a
 }
 
 func history(t *testing.T, srv *upstashtest.Server, thread string) map[string]int {
+	t.Helper()
+	seen, err := chatbot.HistoryCounts(context.Background(), state(t, srv), thread)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return seen
+}
+
+func state(t *testing.T, srv *upstashtest.Server) *upstash.State {
 	t.Helper()
 	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
 	if err != nil {
 		t.Fatal(err)
 	}
-	seen, err := chatbot.HistoryCounts(context.Background(), upstash.NewState(c), thread)
+	return upstash.NewState(c)
+}
+
+// llen is the length of a list key (0 when it does not exist).
+func llen(t *testing.T, srv *upstashtest.Server, key string) int64 {
+	t.Helper()
+	n, err := srv.Do("LLEN", key)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return seen
+	return n.(int64)
 }
 
 func exists(t *testing.T, srv *upstashtest.Server, key string) bool {
@@ -109,108 +156,101 @@ func exists(t *testing.T, srv *upstashtest.Server, key string) bool {
 	return n.(int64) == 1
 }
 
-var exported = http.HandlerFunc(handler.Handler)
+// wantNothingLeft fails if thread's lock or queue is still there.
+func wantNothingLeft(t *testing.T, srv *upstashtest.Server, thread string) {
+	t.Helper()
+	if exists(t, srv, "chat-sdk:lock:"+thread) {
+		t.Error("lock left behind")
+	}
+	if n := llen(t, srv, "chat-sdk:queue:"+thread); n != 0 {
+		t.Errorf("%d queue entries left behind", n)
+	}
+}
 
-var seq atomic.Int64
+// testLog is an io.Writer into t.Log, for the flow's logger.
+type testLog struct{ t *testing.T }
 
-// uniq makes an id unique in this process, so that tests on the shared
-// server can run again (-count) without being deduped by the earlier run.
-func uniq(s string) string { return fmt.Sprintf("%s-%d", s, seq.Add(1)) }
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+// newHandler builds what handler.Handler serves (handler.NewHandler),
+// with a bot the test watches, a token of the test's choice and a budget.
+func newHandler(t *testing.T, srv *upstashtest.Server, token string, bot *chatbot.Bot, budget time.Duration) http.Handler {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(testLog{t}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	h, err := handler.NewHandler(upstash.Config{URL: srv.URL, Token: token}, bot, budget, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// testBudget is the production budget: MaxDuration minus the margin.
+const testBudget = handler.MaxDuration - 1500*time.Millisecond
 
 func TestHandlerDuplicateProcessedOnce(t *testing.T) {
 	t.Parallel()
 	thread, id := uniq("slack:C2:dup"), uniq("dup-m1")
 	w := webhook(thread, id, "@bot hello")
-	first, second := post(exported, w), post(exported, w)
-	if first.Code != 200 || outcome(t, first).Status != chatbot.StatusHandled {
-		t.Fatalf("first: %d %s", first.Code, first.Body)
-	}
-	if second.Code != 200 || outcome(t, second).Status != chatbot.StatusDuplicate {
-		t.Fatalf("retry: %d %s", second.Code, second.Body)
-	}
+	wantAnswer(t, "first", post(exported, w), 200, "handled")
+	wantAnswer(t, "retry", post(exported, w), 200, "duplicate")
 	if h := history(t, shared, thread); h[id] != 1 || len(h) != 1 {
-		t.Errorf("history %v, want m1 once", h)
+		t.Errorf("history %v, want %s once", h, id)
 	}
-	if exists(t, shared, "chat-sdk:lock:"+thread) {
-		t.Error("lock key left behind")
-	}
+	wantNothingLeft(t, shared, thread)
 }
 
-// TestHandlerConcurrentNoneLost goes through the exported Handler:
-// every message ends up in the history exactly once and the lock is gone.
+// TestHandlerConcurrentNoneLost goes through the exported Handler: every
+// message of a burst ends up in the history exactly once, and neither
+// lock nor queue is left.
 func TestHandlerConcurrentNoneLost(t *testing.T) {
 	t.Parallel()
-	const n = chatbot.DefaultMaxQueue
+	const n = chatflow.DefaultMaxQueueSize
 	thread, prefix := uniq("slack:C2:burst"), uniq("burst")+"-m"
-	if rec := postRoomy(exported, webhook(thread, prefix+"0", "@bot start")); rec.Code != 200 {
-		t.Fatalf("mention: %d %s", rec.Code, rec.Body)
-	}
+	wantAnswer(t, "mention", postRoomy(exported, webhook(thread, prefix+"0", "@bot start")), 200, "handled")
 	var wg sync.WaitGroup
-	codes := make([]int, n)
 	for i := 1; i <= n; i++ {
 		wg.Add(1)
 		go func(i int) {
 			defer wg.Done()
-			codes[i-1] = postRoomy(exported, webhook(thread, fmt.Sprintf("%s%d", prefix, i), "message")).Code
+			if rec := postRoomy(exported, webhook(thread, fmt.Sprintf("%s%d", prefix, i), "message")); rec.Code != 200 && rec.Code != 202 {
+				t.Errorf("m%d: %d %s", i, rec.Code, rec.Body)
+			}
 		}(i)
 	}
 	wg.Wait()
-	for i, c := range codes {
-		if c != 200 && c != 202 {
-			t.Errorf("m%d: status %d", i+1, c)
-		}
-	}
 	h := history(t, shared, thread)
 	for i := 0; i <= n; i++ {
 		if id := fmt.Sprintf("%s%d", prefix, i); h[id] != 1 {
 			t.Errorf("%s: %d times in history, want 1", id, h[id])
 		}
 	}
-	if exists(t, shared, "chat-sdk:lock:"+thread) || exists(t, shared, "chat-sdk:queue:"+thread) {
-		t.Error("lock or queue left behind")
-	}
+	wantNothingLeft(t, shared, thread)
 }
 
-// newHandler builds what handler.Handler serves, with a bot the test can
-// watch: chatbot.NewHTTPHandler over a bot built by chatbot.FromConfig.
-func newHandler(t *testing.T, srv *upstashtest.Server, token string, setup func(*chatbot.Bot)) http.Handler {
-	t.Helper()
-	bot, err := chatbot.FromConfig(upstash.Config{URL: srv.URL, Token: token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var mu sync.Mutex
-	bot.OnEvent = func(e chatbot.Event) {
-		mu.Lock()
-		defer mu.Unlock()
-		t.Log(e)
-	}
-	if setup != nil {
-		setup(bot)
-	}
-	return chatbot.NewHTTPHandler(bot, 8500*time.Millisecond)
-}
-
+// TestConcurrentWebhooksOneAtATime: a burst on one thread, counted by the
+// bot's OnMessage hook (never two at once, each message once, the thread
+// state counting all of them) and at the server (history, lock, queue).
 func TestConcurrentWebhooksOneAtATime(t *testing.T) {
 	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	var inFlight, maxInFlight atomic.Int64
 	var mu sync.Mutex
 	calls := map[string]int{}
-	h := newHandler(t, srv, srv.Token, func(b *chatbot.Bot) {
-		b.OnMessage = func(ctx context.Context, m chatbot.Message) {
-			n := inFlight.Add(1)
-			defer inFlight.Add(-1)
-			for old := maxInFlight.Load(); n > old && !maxInFlight.CompareAndSwap(old, n); old = maxInFlight.Load() {
-			}
-			mu.Lock()
-			calls[m.MessageID]++
-			mu.Unlock()
-			time.Sleep(5 * time.Millisecond)
+	bot := &chatbot.Bot{OnMessage: func(ctx context.Context, h chatbot.Handled) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for old := maxInFlight.Load(); n > old && !maxInFlight.CompareAndSwap(old, n); old = maxInFlight.Load() {
 		}
-	})
-	const thread, n = "slack:C3:burst", chatbot.DefaultMaxQueue
-	postRoomy(h, webhook(thread, "m0", "@bot start"))
+		mu.Lock()
+		calls[h.MessageID]++
+		mu.Unlock()
+	}}
+	h := newHandler(t, srv, srv.Token, bot, testBudget)
+	const thread, n = "slack:C3:burst", chatflow.DefaultMaxQueueSize
+	wantAnswer(t, "mention", postRoomy(h, webhook(thread, "m0", "@bot start")), 200, "handled")
 	var wg sync.WaitGroup
 	for i := 1; i <= n; i++ {
 		wg.Add(1)
@@ -232,89 +272,115 @@ func TestConcurrentWebhooksOneAtATime(t *testing.T) {
 			t.Errorf("%s: %d in history, bot logic ran %d times; want 1 and 1", id, hist[id], calls[id])
 		}
 	}
-	if exists(t, srv, "chat-sdk:lock:"+thread) {
-		t.Error("lock key left behind")
+	var ts chatbot.ThreadState
+	raw, err := state(t, srv).Get(context.Background(), chatflow.ThreadStateKey(thread))
+	if err != nil || json.Unmarshal(raw, &ts) != nil || ts.Handled != n+1 {
+		t.Errorf("thread state %s (%v), want handled %d", raw, err, n+1)
 	}
+	wantNothingLeft(t, srv, thread)
 }
 
-// TestBudgetWithoutDeadline: on Vercel r.Context() has no deadline; the
-// handler bounds the work itself (8.5 s budget, 1 s of it kept to release),
-// and the lock's TTL follows the budget (8.5 s + 1 s skew). The bounds come
-// from clock readings around the request, so a slow machine cannot fail it.
+// TestBudgetWithoutDeadline: Vercel's r.Context() has no deadline, so the
+// flow's budget is what ends a slow turn. The bot holds m1 until m2 has
+// been queued behind it, then until its context ends: the budget cuts the
+// turn, the lock is released, m2 stays queued, and the next webhook's
+// holder drains it.
 func TestBudgetWithoutDeadline(t *testing.T) {
 	t.Parallel()
 	srv := upstashtest.NewServer(t)
-	const thread = "slack:C3:budget"
-	var workDeadline, measured time.Time
-	var hasDeadline bool
-	var pttl int64
-	h := newHandler(t, srv, srv.Token, func(b *chatbot.Bot) {
-		b.OnMessage = func(ctx context.Context, m chatbot.Message) {
-			workDeadline, hasDeadline = ctx.Deadline()
-			v, err := srv.Do("PTTL", "chat-sdk:lock:"+thread)
-			measured = time.Now()
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			pttl = v.(int64)
+	const thread, budget = "slack:C3:budget", 4 * time.Second
+	started, queued := make(chan struct{}), make(chan struct{})
+	var (
+		mu          sync.Mutex
+		deadline    time.Time
+		hasDeadline bool
+		cause       error
+		drained     = map[string]bool{}
+	)
+	bot := &chatbot.Bot{OnMessage: func(ctx context.Context, h chatbot.Handled) {
+		if h.MessageID == "m1" {
+			close(started)
+			<-queued
+			<-ctx.Done()
+			mu.Lock()
+			deadline, hasDeadline = ctx.Deadline()
+			cause = ctx.Err()
+			mu.Unlock()
+			return
 		}
-	})
+		mu.Lock()
+		drained[h.MessageID] = h.Drained
+		mu.Unlock()
+	}}
+	h := newHandler(t, srv, srv.Token, bot, budget)
 	start := time.Now()
-	if rec := post(h, webhook(thread, "m1", "@bot hi")); rec.Code != 200 || measured.IsZero() {
-		t.Fatalf("%d %s", rec.Code, rec.Body)
+	first := make(chan *httptest.ResponseRecorder, 1)
+	go func() { first <- post(h, webhook(thread, "m1", "@bot slow")) }()
+	<-started // m1's turn holds the lock; its hook waits for m2
+	second := post(h, webhook(thread, "m2", "queued behind m1"))
+	close(queued)
+	wantAnswer(t, "m2", second, 202, "queued")
+	rec := <-first
+	end := time.Now()
+	mu.Lock()
+	if !hasDeadline || !errors.Is(cause, context.DeadlineExceeded) {
+		t.Errorf("the slow turn's context: deadline set %v, ended with %v; want the budget's deadline", hasDeadline, cause)
 	}
-	// The budget starts when the handler reads the clock, in [start, measured].
-	const work = 7500 * time.Millisecond // budget − release reserve
-	if !hasDeadline || workDeadline.Before(start.Add(work)) || workDeadline.After(measured.Add(work)) {
-		t.Errorf("work deadline %v after the request (set: %v), want 8.5 s budget − 1 s release reserve", workDeadline.Sub(start), hasDeadline)
+	if hasDeadline && (deadline.Before(start.Add(budget-chatflow.ReleaseReserve-chatflow.LockMargin)) || deadline.After(end.Add(budget))) {
+		t.Errorf("work deadline %v after the request, want about the %v budget", deadline.Sub(start), budget)
 	}
-	// With no deadline the TTL is exact: 9.5 s; PTTL counts down from it.
-	if elapsed := measured.Sub(start).Milliseconds(); pttl > 9500 || pttl < 9500-elapsed-1 {
-		t.Errorf("lock PTTL %d ms, want in [%d, 9500] (8.5 s budget + 1 s skew)", pttl, 9500-elapsed-1)
+	mu.Unlock()
+	t.Logf("m1: %d %s", rec.Code, strings.TrimSpace(rec.Body.String()))
+	if a := decode(t, rec); a.Left != 1 {
+		t.Errorf("m1's answer says %d left queued, want 1 (m2)", a.Left)
 	}
+	if exists(t, srv, "chat-sdk:lock:"+thread) {
+		t.Error("lock still held after the budget ran out")
+	}
+	if n := llen(t, srv, "chat-sdk:queue:"+thread); n != 1 {
+		t.Errorf("%d queue entries after the budget ran out, want 1 (m2)", n)
+	}
+	a := wantAnswer(t, "m3", post(h, webhook(thread, "m3", "next")), 200, "handled")
+	mu.Lock()
+	defer mu.Unlock()
+	if d, ok := drained["m2"]; !ok || !d {
+		t.Errorf("m2 handed to the bot: %v, drained: %v; want handled by m3's holder from the queue (answer %+v)", ok, d, a)
+	}
+	wantNothingLeft(t, srv, thread)
 }
 
 // TestClientGoneStillReleases: when the request's context is cancelled
-// mid-work (a client that hangs up under `vercel dev`), the lock is still
-// released and the dedupe marker cleared, so a retry is processed.
+// mid-turn (a client that hangs up under `vercel dev`), the lock is still
+// released.
 func TestClientGoneStillReleases(t *testing.T) {
 	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	const thread = "slack:C3:gone"
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	h := newHandler(t, srv, srv.Token, func(b *chatbot.Bot) {
-		b.OnMessage = func(context.Context, chatbot.Message) { cancel() }
-	})
-	w := webhook(thread, "m1", "@bot hi")
-	body, _ := json.Marshal(w)
-	req := httptest.NewRequest(http.MethodPost, "/api/webhook", strings.NewReader(string(body))).WithContext(ctx)
-	rec := httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code < 500 {
-		t.Fatalf("status %d %s, want a 5xx", rec.Code, rec.Body)
+	bot := &chatbot.Bot{OnMessage: func(context.Context, chatbot.Handled) { cancel() }}
+	h := newHandler(t, srv, srv.Token, bot, testBudget)
+	rec := postCtx(ctx, h, webhook(thread, "m1", "@bot hi"))
+	t.Logf("%d %s", rec.Code, strings.TrimSpace(rec.Body.String()))
+	if ctx.Err() == nil {
+		t.Fatal("the bot never ran")
 	}
-	if exists(t, srv, "chat-sdk:lock:"+thread) {
-		t.Error("lock left behind after the request context was cancelled")
-	}
-	if exists(t, srv, "chat-sdk:cache:"+chatbot.DedupeKey(w)) {
-		t.Error("dedupe marker kept for a message that was not handled: the retry would be dropped")
-	}
+	wantNothingLeft(t, srv, thread)
+	wantAnswer(t, "next", post(h, webhook(thread, "m2", "after")), 200, "handled")
 }
 
 func TestWrongTokenIsAClearError(t *testing.T) {
 	t.Parallel()
 	srv := upstashtest.NewServer(t)
 	const bad = "wrong-token-5e8d2c1b"
-	rec := post(newHandler(t, srv, bad, nil), webhook("slack:C3:auth", "m1", "@bot hi"))
+	rec := post(newHandler(t, srv, bad, &chatbot.Bot{}, testBudget), webhook("slack:C3:auth", "m1", "@bot hi"))
 	checkUnauthorized(t, rec.Code, rec.Body.String(), bad, srv.Token)
 }
 
 func checkUnauthorized(t *testing.T, code int, body string, tokens ...string) {
 	t.Helper()
-	if code != 502 {
-		t.Errorf("status %d, want 502", code)
+	if code != 401 {
+		t.Errorf("status %d, want 401", code)
 	}
 	if !strings.Contains(strings.ToLower(body), "unauthorized") {
 		t.Errorf("body %s does not say unauthorized", body)
@@ -326,14 +392,57 @@ func checkUnauthorized(t *testing.T, code int, body string, tokens ...string) {
 	}
 }
 
+// TestRequestsPerWebhook counts the HTTP requests the server receives per
+// webhook: a handled one is Admit, the bot's own state requests and Finish;
+// a duplicate or a queued one is one request (Admit).
+func TestRequestsPerWebhook(t *testing.T) {
+	t.Parallel()
+	srv := upstashtest.NewServer(t)
+	var queuedCost int64 = -1
+	var hold atomic.Bool
+	var h http.Handler
+	bot := &chatbot.Bot{OnMessage: func(ctx context.Context, m chatbot.Handled) {
+		if m.MessageID != "hold" || !hold.CompareAndSwap(true, false) {
+			return
+		}
+		// The holder waits here: the only request now is the queued one.
+		before := srv.Stats().TotalRequests
+		if rec := postRoomy(h, webhook(m.ThreadID, "behind", "queued")); rec.Code != 202 {
+			t.Errorf("behind: %d %s, want 202", rec.Code, rec.Body)
+		}
+		queuedCost = srv.Stats().TotalRequests - before
+	}}
+	h = newHandler(t, srv, srv.Token, bot, testBudget)
+	cost := func(w chatbot.Webhook, code int, status string) int64 {
+		t.Helper()
+		before := srv.Stats().TotalRequests
+		wantAnswer(t, w.MessageID, postRoomy(h, w), code, status)
+		return srv.Stats().TotalRequests - before
+	}
+	// Warm up: the scripts get loaded once per server.
+	cost(webhook("slack:C5:warm", "w1", "@bot warm up"), 200, "handled")
+
+	const thread = "slack:C5:count"
+	mention := cost(webhook(thread, "m1", "@bot hi"), 200, "handled")
+	dup := cost(webhook(thread, "m1", "@bot hi"), 200, "duplicate")
+	handled := cost(webhook(thread, "m2", "hello"), 200, "handled")
+	ignored := cost(webhook("slack:C5:quiet", "q1", "no mention"), 200, "handled")
+	hold.Store(true)
+	cost(webhook(thread, "hold", "hold the lock"), 200, "handled")
+	t.Logf("requests: first mention %d, handled %d, ignored %d, duplicate %d, queued %d", mention, handled, ignored, dup, queuedCost)
+	// Admit + IsSubscribed + Subscribe + thread state read + write + Finish.
+	if mention != 6 || handled != 5 || ignored != 3 || dup != 1 || queuedCost != 1 {
+		t.Errorf("requests: first mention %d (want 6), handled %d (want 5), ignored %d (want 3), duplicate %d (want 1), queued %d (want 1)",
+			mention, handled, ignored, dup, queuedCost)
+	}
+	wantNothingLeft(t, srv, thread)
+}
+
 // TestHandlerEnvironment runs the exported Handler in child processes,
 // since it reads the environment once per process: with Vercel's KV_*
-// names and a wrong token, and with nothing set.
+// names and the right or a wrong token, and with nothing set.
 func TestHandlerEnvironment(t *testing.T) {
 	t.Parallel()
-	if os.Getenv(envChild) != "" {
-		t.Skip("child process")
-	}
 	for _, tc := range []struct {
 		name string
 		env  []string
@@ -342,6 +451,9 @@ func TestHandlerEnvironment(t *testing.T) {
 		{"kv-wrong-token", []string{upstash.EnvVercelURL + "=" + shared.URL, upstash.EnvVercelToken + "=wrong-kv-token-77aa"},
 			func(t *testing.T, code int, body string) {
 				checkUnauthorized(t, code, body, "wrong-kv-token-77aa", shared.Token)
+				if !strings.Contains(body, upstash.EnvVercelToken) {
+					t.Errorf("body %s does not name %s, where the token came from", body, upstash.EnvVercelToken)
+				}
 			}},
 		{"kv-right-token", []string{upstash.EnvVercelURL + "=" + shared.URL, upstash.EnvVercelToken + "=" + shared.Token},
 			func(t *testing.T, code int, body string) {
@@ -350,14 +462,18 @@ func TestHandlerEnvironment(t *testing.T) {
 				}
 			}},
 		{"nothing-set", nil, func(t *testing.T, code int, body string) {
-			if code != 500 || !strings.Contains(body, upstash.EnvURL) || !strings.Contains(body, upstash.EnvVercelURL) {
-				t.Errorf("got %d %s, want 500 naming %s and %s", code, body, upstash.EnvURL, upstash.EnvVercelURL)
+			for _, name := range []string{upstash.EnvURL, upstash.EnvVercelURL, upstash.EnvToken, upstash.EnvVercelToken} {
+				if code != 500 || !strings.Contains(body, name) {
+					t.Errorf("got %d %s, want 500 naming %s", code, body, name)
+				}
 			}
 		}},
 	} {
+		tc := tc
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			cmd := exec.Command(os.Args[0], "-test.run=^TestChildHandler$", "-test.v")
-			cmd.Env = append(cleanEnv(), append(tc.env, envChild+"=1")...)
+			cmd.Env = append(testtool.EnvironWithout("UPSTASH_REDIS_REST_", "KV_"), append(tc.env, envChild+"=1")...)
 			out, err := cmd.CombinedOutput()
 			if err != nil {
 				t.Fatalf("child: %v\n%s", err, out)
@@ -379,18 +495,6 @@ func TestHandlerEnvironment(t *testing.T) {
 	}
 }
 
-// cleanEnv is the environment without any Upstash or Vercel KV variable.
-func cleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if strings.HasPrefix(kv, "UPSTASH_REDIS_REST_") || strings.HasPrefix(kv, "KV_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	return env
-}
-
 // TestChildHandler is the child side of TestHandlerEnvironment.
 func TestChildHandler(t *testing.T) {
 	if os.Getenv(envChild) == "" {
@@ -402,20 +506,22 @@ func TestChildHandler(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	t.Parallel()
+	tooLarge := `{"platform":"slack","messageId":"x","threadId":"t","text":"` + strings.Repeat("a", chatbot.MaxBodyBytes) + `"}`
 	for _, tc := range []struct {
-		method, body string
-		want         int
+		name, method, body string
+		want               int
 	}{
-		{http.MethodGet, "", 405},
-		{http.MethodPost, "{not json", 400},
-		{http.MethodPost, `{"platform":"slack","text":"no ids"}`, 400},
-		{http.MethodPost, `{"platform":"slack","messageId":"x","threadId":"t"} trailing`, 400},
+		{"GET", http.MethodGet, "", 405},
+		{"not JSON", http.MethodPost, "{not json", 400},
+		{"no ids", http.MethodPost, `{"platform":"slack","text":"no ids"}`, 400},
+		{"trailing data", http.MethodPost, `{"platform":"slack","messageId":"x","threadId":"t"} trailing`, 400},
+		{"too large", http.MethodPost, tooLarge, 413},
 	} {
 		req := httptest.NewRequest(tc.method, "/api/webhook", strings.NewReader(tc.body))
 		rec := httptest.NewRecorder()
 		exported.ServeHTTP(rec, req)
-		if rec.Code != tc.want {
-			t.Errorf("%s %q: %d %s, want %d", tc.method, tc.body, rec.Code, rec.Body, tc.want)
+		if rec.Code != tc.want || rec.Header().Get("Content-Type") != "application/json" {
+			t.Errorf("%s: %d %s (%s), want %d, JSON", tc.name, rec.Code, rec.Body, rec.Header().Get("Content-Type"), tc.want)
 		}
 	}
 }

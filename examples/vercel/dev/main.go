@@ -19,7 +19,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -55,13 +54,7 @@ func run(addr string) error {
 	}
 
 	mux := http.NewServeMux()
-	var requests atomic.Int64
-	mux.HandleFunc("/api/webhook", func(w http.ResponseWriter, r *http.Request) {
-		// Vercel labels each request with an x-vercel-id; make one up so the
-		// event lines say which request they belong to.
-		r.Header.Set("X-Vercel-Id", fmt.Sprintf("dev::%d", requests.Add(1)))
-		handler.Handler(w, r)
-	})
+	mux.HandleFunc("/api/webhook", handler.Handler)
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
