@@ -25,7 +25,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 	const n, callers, threads = 24, 4, 2
 	o := &options{
 		reps: 1, n: n, callers: []int{callers}, latencies: []time.Duration{0}, threads: threads,
-		clients:  []string{clientGoCalls, clientGoFused, clientNode},
+		clients:  []string{clientGoCalls, clientGoFused, clientGoChatflow, clientNode},
 		coldRuns: 1, skip: map[string]bool{"size": true, "gobench": true},
 		root: root, runTimeout: 5 * time.Minute, noInstall: true,
 	}
@@ -38,7 +38,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 		t.Logf("node not measured: %s", rep.NodeUnavailable)
 	}
 
-	if len(rep.Throughput) != 3 {
+	if len(rep.Throughput) != 4 {
 		t.Fatalf("%d throughput records, want one per client: %+v", len(rep.Throughput), rep.Throughput)
 	}
 	for _, r := range rep.Throughput {
@@ -66,6 +66,34 @@ func TestHarnessEndToEnd(t *testing.T) {
 		if r.Drained+r.Stranded > r.Queued {
 			t.Errorf("%s: drained %d + stranded %d > queued %d", r.Client, r.Drained, r.Stranded, r.Queued)
 		}
+		if r.LocksLeft != 0 {
+			t.Errorf("%s: %d locks left after the run", r.Client, r.LocksLeft)
+		}
+		// Finish releases only over an empty queue: nothing is stranded on
+		// the fused path (go-calls can strand a message, as the
+		// TypeScript core can).
+		if (r.Client == clientGoFused || r.Client == clientGoChatflow) && r.Stranded != 0 {
+			t.Errorf("%s: %d messages stranded in a queue", r.Client, r.Stranded)
+		}
+		if r.Client != clientGoChatflow {
+			if r.CallsPerHandled != nil || r.HandedTwice != nil {
+				t.Errorf("%s: calls by outcome or messages handed twice counted: %+v", r.Client, r)
+			}
+			continue
+		}
+		// go-chatflow: every message handed to the handler once, and the
+		// state calls by outcome attributed (1 Admit per queued or
+		// duplicate webhook; a handled one at least Admit, the handler's
+		// read and write and Finish).
+		if r.HandedTwice == nil || *r.HandedTwice != 0 {
+			t.Errorf("go-chatflow: messages handed twice: %v", r.HandedTwice)
+		}
+		if r.CallsPerHandled == nil || r.CallsPerQueued == nil || r.CallsPerDuplicate == nil {
+			t.Errorf("go-chatflow: state calls by outcome missing: %+v", r)
+		} else if *r.CallsPerHandled < 4 || *r.CallsPerQueued != 1 || *r.CallsPerDuplicate != 1 {
+			t.Errorf("go-chatflow: state calls per handled %v, queued %v, duplicate %v; want at least 4, 1, 1",
+				*r.CallsPerHandled, *r.CallsPerQueued, *r.CallsPerDuplicate)
+		}
 		if r.RequestsPerWebhook == nil || *r.RequestsPerWebhook <= 0 || r.NewConnections == nil ||
 			r.OpsPerWebhook == nil || *r.OpsPerWebhook < 1 || r.WebhooksPerS == nil || *r.WebhooksPerS <= 0 {
 			t.Errorf("%s: missing counts: %+v", r.Client, r)
@@ -78,8 +106,8 @@ func TestHarnessEndToEnd(t *testing.T) {
 		t.Errorf("go-fused record %+v: want at most 2 requests per webhook", fused)
 	}
 
-	if len(rep.Profiles) != 3 {
-		t.Fatalf("%d profiles, want 3", len(rep.Profiles))
+	if len(rep.Profiles) != 4 {
+		t.Fatalf("%d profiles, want 4", len(rep.Profiles))
 	}
 	for _, p := range rep.Profiles {
 		if !p.Available {
@@ -90,15 +118,25 @@ func TestHarnessEndToEnd(t *testing.T) {
 		if *p.Handled < 2 || *p.Duplicate < 1 || *p.Queued < 1 || *p.Drained < 1 {
 			t.Errorf("%s profile: %+v", p.Client, p)
 		}
-		// go-fused reaches them; go-calls is one request per step.
-		want := map[string][4]float64{clientGoFused: {2, 1, 1, 1}, clientGoCalls: {8, 1, 5, 4}}[p.Client]
+		// go-fused reaches them; go-calls is one request per step;
+		// go-chatflow is chatflow's Admit and Finish (issue 12: 2 per
+		// handled webhook under Queue, 1 per queued or duplicate one) plus
+		// its handler's thread state read and write; a drained message is
+		// a Dequeue finding the queue empty (the core's skipped messages),
+		// the handler's two and a Finish.
+		want := map[string][4]float64{clientGoFused: {2, 1, 1, 1}, clientGoCalls: {8, 1, 5, 4}, clientGoChatflow: {2 + 2, 1, 1, 1 + 2 + 1}}[p.Client]
 		if got := [4]float64{*p.Handled, *p.Duplicate, *p.Queued, *p.Drained}; p.Client != clientNode && got != want {
 			t.Errorf("%s profile: handled, duplicate, queued, drained requests %v, want %v", p.Client, got, want)
 		}
+		if hr := p.HandlerRequests; (p.Client == clientGoChatflow) != (hr != nil) ||
+			(hr != nil && (*hr != 2 || *p.Handled-*hr != 2)) {
+			t.Errorf("%s profile: handler's requests %v in %v handled; want 2 of 4 for go-chatflow, none elsewhere", p.Client, hr, *p.Handled)
+		}
 	}
-	if len(rep.Profiles) > 1 && (rep.Profiles[0].Client != clientGoCalls || !rep.Profiles[0].Available ||
-		rep.Profiles[1].Client != clientGoFused || !rep.Profiles[1].Available) {
-		t.Errorf("profiles %+v: want go-calls and go-fused measured", rep.Profiles)
+	for i, c := range []string{clientGoCalls, clientGoFused, clientGoChatflow} {
+		if rep.Profiles[i].Client != c || !rep.Profiles[i].Available {
+			t.Errorf("profile %d %+v: want %s measured", i, rep.Profiles[i], c)
+		}
 	}
 	if want := map[bool]int{true: 2, false: 1}[nodeRan]; len(rep.ColdStarts) != want {
 		t.Errorf("%d cold start records, want %d", len(rep.ColdStarts), want)
@@ -134,12 +172,12 @@ func TestHarnessEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	if throughput != 3 {
-		t.Errorf("%d throughput lines, want 3", throughput)
+	if throughput != 4 {
+		t.Errorf("%d throughput lines, want 4", throughput)
 	}
 	var text bytes.Buffer
 	rep.writeText(&text)
-	for _, want := range []string{"go-calls", "go-fused", "Cold start"} {
+	for _, want := range []string{"go-calls", "go-fused", "go-chatflow", "Cold start", "State calls per webhook by outcome"} {
 		if !strings.Contains(text.String(), want) {
 			t.Errorf("text report lacks %q:\n%s", want, text.String())
 		}
@@ -164,7 +202,8 @@ func TestHarnessEndToEnd(t *testing.T) {
 	}
 	var md bytes.Buffer
 	back.writeMarkdown(&md)
-	for _, want := range []string{"| 0 ms | 4 | go-calls | ", "| 0 ms | 4 | go-fused | ", "| go | "} {
+	for _, want := range []string{"| 0 ms | 4 | go-calls | ", "| 0 ms | 4 | go-fused | ", "| 0 ms | 4 | go-chatflow | ",
+		"| go-chatflow | 4 | 1 | 1 | 4 | 2 + 2 |", "| go | "} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("Markdown lacks %q:\n%s", want, md.String())
 		}
@@ -178,7 +217,7 @@ func TestParseFlags(t *testing.T) {
 		t.Fatal(err)
 	}
 	if len(o.callers) != 1 || o.callers[0] != 64 || o.reps != 3 || o.n != 384 || len(o.latencies) != 2 ||
-		o.latencies[1] != 20*time.Millisecond || !o.skip["gobench"] || len(o.clients) != 3 {
+		o.latencies[1] != 20*time.Millisecond || !o.skip["gobench"] || len(o.clients) != 4 {
 		t.Errorf("quick options: %+v", o)
 	}
 	if got := o.threadsFor(64); got != 16 {

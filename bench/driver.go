@@ -15,9 +15,10 @@ import (
 
 // Client names, as in the JSON output.
 const (
-	clientGoCalls = "go-calls"
-	clientGoFused = "go-fused"
-	clientNode    = "node"
+	clientGoCalls    = "go-calls"
+	clientGoFused    = "go-fused"
+	clientGoChatflow = "go-chatflow"
+	clientNode       = "node"
 )
 
 // launcher builds the command of a driver process (bench/driver or
@@ -33,7 +34,7 @@ type launcher struct {
 func (l *launcher) command(client, mode, arg string) (*exec.Cmd, error) {
 	var cmd *exec.Cmd
 	switch client {
-	case clientGoCalls, clientGoFused, "go":
+	case clientGoCalls, clientGoFused, clientGoChatflow, "go":
 		cmd = exec.Command(l.goDriver, mode, arg)
 	case clientNode:
 		if l.node == "" {

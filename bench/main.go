@@ -62,7 +62,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	callers := fs.String("callers", "", "concurrent callers, comma-separated (default 1,16,64; quick 64)")
 	latency := fs.String("latency", "5,20", "injected latency per HTTP request in ms, comma-separated")
 	fs.IntVar(&o.threads, "threads", 0, "chat threads the webhooks are spread over (default callers/4, at least 1)")
-	clients := fs.String("clients", "go-calls,go-fused,node", "configurations to run")
+	clients := fs.String("clients", "go-calls,go-fused,go-chatflow,node", "configurations to run")
 	fs.IntVar(&o.coldRuns, "coldstart-runs", 0, "cold starts per client (default 11, quick 5)")
 	fs.StringVar(&o.benchtime, "benchtime", "", "-benchtime for go test -bench (default 1s, quick 200ms)")
 	skip := fs.String("skip", "", "parts to leave out, comma-separated: "+strings.Join(allParts, ","))
@@ -106,7 +106,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, error) {
 	}
 	for _, c := range strings.Split(*clients, ",") {
 		switch c = strings.TrimSpace(c); c {
-		case clientGoCalls, clientGoFused, clientNode:
+		case clientGoCalls, clientGoFused, clientGoChatflow, clientNode:
 			o.clients = append(o.clients, c)
 		case "":
 		default:

@@ -98,9 +98,23 @@ type throughputRecord struct {
 	Queued     int    `json:"queued"`
 	Duplicates int    `json:"duplicates"`
 	Stranded   int    `json:"stranded"`
+	LocksLeft  int    `json:"locks_left"`
 	Errors     int    `json:"errors"`
 	FirstError string `json:"first_error,omitempty"`
+	// go-chatflow only: its state calls per webhook by outcome over the
+	// runs, counted by the driver (a handled webhook's drain included; each
+	// call is one HTTP request when alone, fewer when auto-pipelining
+	// merges concurrent ones), and the messages its handler got more than
+	// once.
+	CallsPerHandled   *float64 `json:"calls_per_handled,omitempty"`
+	CallsPerQueued    *float64 `json:"calls_per_queued,omitempty"`
+	CallsPerDuplicate *float64 `json:"calls_per_duplicate,omitempty"`
+	HandedTwice       *int     `json:"handed_twice,omitempty"`
 }
+
+// dropped is the queued messages neither drained nor left in a queue: the
+// ones the 10-entry queue cap pushed out.
+func (t throughputRecord) dropped() int { return t.Queued - t.Drained - t.Stranded }
 
 func ptr[T any](v T) *T { return &v }
 
@@ -122,6 +136,8 @@ func (t *throughputRecord) fill(s, node []sample) {
 		latUS                          []int64
 		webhooks, ops, requests, conns int64
 		cpu, allocs, rss               float64
+		calls                          = map[string]int64{}
+		counted                        bool
 	)
 	for _, x := range s {
 		wps = append(wps, x.perSecond())
@@ -138,7 +154,18 @@ func (t *throughputRecord) fill(s, node []sample) {
 		t.Queued += x.res.Queued
 		t.Duplicates += x.res.Duplicates
 		t.Stranded += x.stranded
+		t.LocksLeft += x.locked
 		t.Errors += x.res.Errors
+		for k, v := range x.res.Calls {
+			calls[k] += v
+			counted = true
+		}
+		if x.res.HandedTwice != nil {
+			if t.HandedTwice == nil {
+				t.HandedTwice = new(int)
+			}
+			*t.HandedTwice += *x.res.HandedTwice
+		}
 		if t.FirstError == "" {
 			t.FirstError = x.res.FirstError
 		}
@@ -166,6 +193,12 @@ func (t *throughputRecord) fill(s, node []sample) {
 	if t.Client != clientNode && len(ratios) > 0 {
 		t.VsNode = ptr(round(median(ratios), 2))
 	}
+	if counted {
+		per := func(status string, n int) *float64 { return ptr(round(float64(calls[status])/float64(max(n, 1)), 2)) }
+		t.CallsPerHandled = per(string(flow.Handled), t.Handled)
+		t.CallsPerQueued = per(string(flow.Queued), t.Queued)
+		t.CallsPerDuplicate = per(string(flow.Duplicate), t.Duplicates)
+	}
 }
 
 // profileRecord counts the HTTP requests of single webhooks in one
@@ -179,6 +212,18 @@ type profileRecord struct {
 	Duplicate *float64 `json:"duplicate"` // a second delivery
 	Queued    *float64 `json:"queued"`    // the lock held elsewhere
 	Drained   *float64 `json:"drained"`   // one queued message taken by the holder
+	// The handler's own requests within Handled (go-chatflow: the bot's
+	// work, the rest being chatflow's); null for the other clients.
+	HandlerRequests *float64 `json:"handler_requests,omitempty"`
+}
+
+// flowOwn is the requests of a handled webhook without the bot handler's
+// own, "n/a" where the client has no separate handler.
+func (p profileRecord) flowOwn() string {
+	if p.HandlerRequests == nil {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.0f + %.0f", *p.Handled-*p.HandlerRequests, *p.HandlerRequests)
 }
 
 // coldRecord is the cold start of one client: process start to first lock
@@ -310,6 +355,24 @@ func (r *report) records() []any {
 	return out
 }
 
+// fmtInt prints *v, or "n/a" for nil.
+func fmtInt(v *int) string {
+	if v == nil {
+		return "n/a"
+	}
+	return strconv.Itoa(*v)
+}
+
+// hasCalls reports whether a throughput record has state calls by outcome.
+func (r *report) hasCalls() bool {
+	for _, t := range r.Throughput {
+		if t.CallsPerHandled != nil {
+			return true
+		}
+	}
+	return false
+}
+
 func fmtPtr(v *float64, format string) string {
 	if v == nil {
 		return "n/a"
@@ -350,17 +413,39 @@ func (r *report) writeText(w io.Writer) {
 				fmt.Fprintf(w, "%s at %d ms, %d callers: %d errors, first: %s\n", t.Client, t.LatencyMS, t.Callers, t.Errors, t.FirstError)
 			}
 		}
+		fmt.Fprintln(w, "\nWhat became of the webhooks, totals over the runs (dropped: pushed out by the 10-entry queue cap):")
+		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+		fmt.Fprintln(tw, "latency\tcallers\tclient\thandled\tqueued\tduplicate\tdrained\tdropped\tstranded\tlocks left\thanded twice\terrors\t")
+		for _, t := range r.Throughput {
+			if t.Available {
+				fmt.Fprintf(tw, "%d ms\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t\n", t.LatencyMS, t.Callers, t.Client,
+					t.Handled, t.Queued, t.Duplicates, t.Drained, t.dropped(), t.Stranded, t.LocksLeft, fmtInt(t.HandedTwice), t.Errors)
+			}
+		}
+		tw.Flush()
+		if r.hasCalls() {
+			fmt.Fprintln(w, "\nState calls per webhook by outcome, counted by the driver (a handled webhook's drain included):")
+			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+			fmt.Fprintln(tw, "latency\tcallers\tclient\tper handled\tper queued\tper duplicate\tHTTP requests per webhook\t")
+			for _, t := range r.Throughput {
+				if t.CallsPerHandled != nil {
+					fmt.Fprintf(tw, "%d ms\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t\n", t.LatencyMS, t.Callers, t.Client,
+						*t.CallsPerHandled, *t.CallsPerQueued, *t.CallsPerDuplicate, fmtPtr(t.RequestsPerWebhook, "%.2f"))
+				}
+			}
+			tw.Flush()
+		}
 	}
 	if len(r.Profiles) > 0 {
 		fmt.Fprintln(w, "\nHTTP requests per webhook, one invocation, no contention:")
 		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "client\thandled\tduplicate\tqueued\tper drained message\t")
+		fmt.Fprintln(tw, "client\thandled\tqueued\tduplicate\tper drained message\thandled: flow + handler\t")
 		for _, p := range r.Profiles {
 			if !p.Available {
-				fmt.Fprintf(tw, "%s\tunavailable\t\t\t\t\n", p.Client)
+				fmt.Fprintf(tw, "%s\tunavailable\t\t\t\t\t\n", p.Client)
 				continue
 			}
-			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t\n", p.Client, *p.Handled, *p.Duplicate, *p.Queued, *p.Drained)
+			fmt.Fprintf(tw, "%s\t%.0f\t%.0f\t%.0f\t%.0f\t%s\t\n", p.Client, *p.Handled, *p.Queued, *p.Duplicate, *p.Drained, p.flowOwn())
 		}
 		tw.Flush()
 	}
@@ -421,16 +506,34 @@ func (r *report) writeMarkdown(w io.Writer) {
 				fmtPtr(t.WebhooksPerS, "%.1f"), fmtPtr(t.VsNode, "%.2fx"), fmtPtr(t.P50MS, "%.1f"), fmtPtr(t.P99MS, "%.1f"),
 				fmtPtr(t.RequestsPerWebhook, "%.2f"), *t.NewConnections, fmtPtr(t.CPUUSPerOp, "%.1f"), fmtPtr(t.AllocsPerOp, "%.0f"), t.Runs)
 		}
+		fmt.Fprintln(w, "\n| latency | callers | client | handled | queued | duplicate | drained | dropped (queue cap) | stranded | locks left | handed twice | errors |")
+		fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+		for _, t := range r.Throughput {
+			if t.Available {
+				fmt.Fprintf(w, "| %d ms | %d | %s | %d | %d | %d | %d | %d | %d | %d | %s | %d |\n", t.LatencyMS, t.Callers, t.Client,
+					t.Handled, t.Queued, t.Duplicates, t.Drained, t.dropped(), t.Stranded, t.LocksLeft, fmtInt(t.HandedTwice), t.Errors)
+			}
+		}
+		if r.hasCalls() {
+			fmt.Fprintln(w, "\n| latency | callers | client | state calls per handled webhook (its drain included) | per queued | per duplicate | HTTP requests per webhook (server) |")
+			fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|")
+			for _, t := range r.Throughput {
+				if t.CallsPerHandled != nil {
+					fmt.Fprintf(w, "| %d ms | %d | %s | %.2f | %.2f | %.2f | %s |\n", t.LatencyMS, t.Callers, t.Client,
+						*t.CallsPerHandled, *t.CallsPerQueued, *t.CallsPerDuplicate, fmtPtr(t.RequestsPerWebhook, "%.2f"))
+				}
+			}
+		}
 	}
 	if len(r.Profiles) > 0 {
-		fmt.Fprintln(w, "\n| client | handled | duplicate | queued | per drained message |")
-		fmt.Fprintln(w, "|---|---:|---:|---:|---:|")
+		fmt.Fprintln(w, "\n| client | handled | queued | duplicate | per drained message | handled: flow + bot handler |")
+		fmt.Fprintln(w, "|---|---:|---:|---:|---:|---:|")
 		for _, p := range r.Profiles {
 			if !p.Available {
-				fmt.Fprintf(w, "| %s | unavailable | | | |\n", p.Client)
+				fmt.Fprintf(w, "| %s | unavailable | | | | |\n", p.Client)
 				continue
 			}
-			fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0f |\n", p.Client, *p.Handled, *p.Duplicate, *p.Queued, *p.Drained)
+			fmt.Fprintf(w, "| %s | %.0f | %.0f | %.0f | %.0f | %s |\n", p.Client, *p.Handled, *p.Queued, *p.Duplicate, *p.Drained, p.flowOwn())
 		}
 	}
 	if len(r.ColdStarts) > 0 {

@@ -27,6 +27,9 @@ type runReply struct {
 	CPUUserMS   float64 `json:"cpu_user_ms"`
 	CPUSysMS    float64 `json:"cpu_sys_ms"`
 	Allocs      uint64  `json:"allocs"`
+	// go-chatflow only: state calls by outcome, messages handed twice.
+	Calls       map[string]int64 `json:"calls_by_outcome"`
+	HandedTwice *int             `json:"handed_twice"`
 }
 
 // sample is one measured run of one configuration.
@@ -35,6 +38,7 @@ type sample struct {
 	res      runReply
 	seen     counters // what the server saw during the run
 	stranded int      // entries left in the queues after the run
+	locked   int      // locks still held after the run
 	rss      int64    // the driver's peak RSS, bytes
 }
 
@@ -87,7 +91,7 @@ func runThroughput(o *options, srv *benchServer, l *launcher, rep *report, log l
 					s.rep = r
 					cfg := config{client, lat, c}
 					samples[cfg] = append(samples[cfg], s)
-					log("run %d/%d %-8s latency %-4v callers %-3d %7.1f webhooks/s, %.2f requests/webhook, %d new connections",
+					log("run %d/%d %-11s latency %-4v callers %-3d %7.1f webhooks/s, %.2f requests/webhook, %d new connections",
 						r+1, o.reps, client, lat, c, s.perSecond(), float64(s.seen.requests)/float64(max(s.res.Webhooks, 1)), s.seen.conns)
 				}
 			}
@@ -137,11 +141,11 @@ func throughputRun(o *options, srv *benchServer, l *launcher, client string, lat
 		return sample{}, err
 	}
 	seen := srv.counters().sub(before)
-	left, err := srv.queued(threads)
+	left, locked, err := srv.leftover(threads)
 	if err != nil {
 		return sample{}, err
 	}
-	return sample{res: res, seen: seen, stranded: left, rss: d.close()}, nil
+	return sample{res: res, seen: seen, stranded: left, locked: locked, rss: d.close()}, nil
 }
 
 // runProfiles measures, for each client, the requests of single webhooks
@@ -164,8 +168,8 @@ func runProfiles(o *options, srv *benchServer, l *launcher, rep *report, log log
 			return fmt.Errorf("profile of %s: %w", client, err)
 		default:
 			p.Available = true
-			log("profile %-8s handled %v, duplicate %v, queued %v, drained %v requests",
-				client, *p.Handled, *p.Duplicate, *p.Queued, *p.Drained)
+			log("profile %-11s handled %v, queued %v, duplicate %v, drained %v requests",
+				client, *p.Handled, *p.Queued, *p.Duplicate, *p.Drained)
 		}
 		rep.Profiles = append(rep.Profiles, p)
 	}
@@ -186,9 +190,12 @@ func profile(srv *benchServer, l *launcher, client string, p *profileRecord) err
 		return err
 	}
 	type outcome struct {
-		Status  string `json:"status"`
-		Drained int    `json:"drained"`
+		Status       string `json:"status"`
+		Drained      int    `json:"drained"`
+		Calls        int    `json:"calls"`
+		HandlerCalls int    `json:"handler_calls"`
 	}
+	var last outcome
 	step := func(msg, thread string, seq int, want string, wantDrained int) (float64, error) {
 		before := srv.counters()
 		var out outcome
@@ -198,11 +205,21 @@ func profile(srv *benchServer, l *launcher, client string, p *profileRecord) err
 		if out.Status != want || out.Drained != wantDrained {
 			return 0, fmt.Errorf("webhook %s: got %+v, want status %s with %d drained", msg, out, want, wantDrained)
 		}
-		return float64(srv.counters().sub(before).requests), nil
+		requests := srv.counters().sub(before).requests
+		// A driver that counts its state calls (go-chatflow): alone and
+		// in sequence, each call is one request.
+		if out.Calls != 0 && int64(out.Calls) != requests {
+			return 0, fmt.Errorf("webhook %s: %d state calls counted by the driver, %d requests by the server", msg, out.Calls, requests)
+		}
+		last = out
+		return float64(requests), nil
 	}
 	handled, err := step("p1", "bench:P1", 1, "handled", 0)
 	if err != nil {
 		return err
+	}
+	if client == clientGoChatflow {
+		p.HandlerRequests = ptr(float64(last.HandlerCalls))
 	}
 	dup, err := step("p1", "bench:P1", 1, "duplicate", 0)
 	if err != nil {

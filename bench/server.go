@@ -96,18 +96,23 @@ func (b *benchServer) subscribe(threads int) error {
 	return nil
 }
 
-// queued returns how many entries are left in the threads' queues.
-func (b *benchServer) queued(threads int) (int, error) {
-	total := 0
+// leftover returns how many entries are left in the threads' queues and
+// how many of their locks are still held.
+func (b *benchServer) leftover(threads int) (queued, locks int, err error) {
 	for k := 0; k < threads; k++ {
 		v, err := b.srv.Do("LLEN", "chat-sdk:queue:"+flow.ThreadName(k))
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		n, _ := v.(int64)
-		total += int(n)
+		queued += int(n)
+		if v, err = b.srv.Do("EXISTS", "chat-sdk:lock:"+flow.ThreadName(k)); err != nil {
+			return 0, 0, err
+		}
+		n, _ = v.(int64)
+		locks += int(n)
 	}
-	return total, nil
+	return queued, locks, nil
 }
 
 type countingListener struct {

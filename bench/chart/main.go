@@ -119,14 +119,15 @@ var (
 	grey   = color.RGBA{150, 150, 150, 255}
 	grid   = color.RGBA{225, 225, 225, 255}
 	colors = map[string]color.RGBA{
-		"go-calls": {31, 119, 180, 255},
-		"go":       {31, 119, 180, 255},
-		"go-fused": {44, 160, 44, 255},
-		"node":     {230, 120, 20, 255},
+		"go-calls":    {31, 119, 180, 255},
+		"go":          {31, 119, 180, 255},
+		"go-fused":    {44, 160, 44, 255},
+		"go-chatflow": {148, 103, 189, 255},
+		"node":        {230, 120, 20, 255},
 	}
 )
 
-var clientOrder = []string{"go-calls", "go-fused", "node"}
+var clientOrder = []string{"go-calls", "go-fused", "go-chatflow", "node"}
 
 // render lays the panels out on one image.
 func render(recs []record) (*image.RGBA, error) {
@@ -232,7 +233,7 @@ func render(recs []record) (*image.RGBA, error) {
 }
 
 func legend(img *image.RGBA, x, y int) {
-	for _, c := range []string{"go-calls", "go-fused", "node"} {
+	for _, c := range clientOrder {
 		fill(img, image.Rect(x, y, x+16, y+14), colors[c])
 		name := c
 		if c == "go-calls" {

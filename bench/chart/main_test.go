@@ -11,6 +11,7 @@ import (
 const sample = `{"kind":"machine","cpus":2,"cpu_model":"Test CPU","go_version":"go1.22","node_version":"v20"}
 {"kind":"throughput","client":"go-calls","callers":64,"latency_ms":5,"available":true,"webhooks_per_s":300,"requests_per_webhook":8.1}
 {"kind":"throughput","client":"go-fused","callers":64,"latency_ms":5,"available":false,"webhooks_per_s":null,"requests_per_webhook":null}
+{"kind":"throughput","client":"go-chatflow","callers":64,"latency_ms":5,"available":true,"webhooks_per_s":900,"requests_per_webhook":0.5}
 {"kind":"throughput","client":"node","callers":64,"latency_ms":5,"available":true,"webhooks_per_s":280,"requests_per_webhook":0.6}
 {"kind":"coldstart","client":"go","wall_ms":7,"peak_rss_mb":17}
 {"kind":"coldstart","client":"node","wall_ms":190,"peak_rss_mb":84}
@@ -37,8 +38,9 @@ func TestChartDrawsEveryClient(t *testing.T) {
 	if b := img.Bounds(); b.Dx() != 1200 || b.Dy() < 800 {
 		t.Errorf("image is %v", b)
 	}
-	// Count pixels of each client's colour: bars are drawn for go and node;
-	// go-fused has only its legend swatch (16×14 pixels).
+	// Count pixels of each client's colour: bars are drawn for go-calls,
+	// go-chatflow and node; go-fused has only its legend swatch (16×14
+	// pixels).
 	counts := map[string]int{}
 	b := img.Bounds()
 	for y := b.Min.Y; y < b.Max.Y; y++ {
@@ -51,7 +53,7 @@ func TestChartDrawsEveryClient(t *testing.T) {
 			}
 		}
 	}
-	if counts["go-calls"] < 5000 || counts["node"] < 5000 {
+	if counts["go-calls"] < 5000 || counts["node"] < 5000 || counts["go-chatflow"] < 5000 {
 		t.Errorf("bar pixels: %v", counts)
 	}
 	if counts["go-fused"] != 16*14 {

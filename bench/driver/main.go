@@ -3,7 +3,7 @@
 // reads the REST URL and token with upstash.ConfigFromEnv.
 //
 //	driver coldstart THREAD   take the lock of THREAD, print {"event":"locked"}, exit at EOF on stdin
-//	driver serve CLIENT       CLIENT is go-calls or go-fused; then commands on stdin,
+//	driver serve CLIENT       CLIENT is go-calls, go-fused or go-chatflow; then commands on stdin,
 //	                          one JSON line answered per command:
 //	  warmup                  open the connection and load the scripts
 //	  run N CALLERS THREADS   handle flow.Workload(N, THREADS) with CALLERS callers
@@ -40,8 +40,8 @@ func main() {
 
 // newState builds the client and State from the environment, with the
 // client's options for the configuration: go-calls turns auto-pipelining
-// off, so that it is call by call as its name says; go-fused and the cold
-// start keep the defaults (auto-pipelining on).
+// off, so that it is call by call as its name says; go-fused, go-chatflow
+// and the cold start keep the defaults (auto-pipelining on).
 func newState(client string) (*upstash.State, error) {
 	cfg, err := upstash.ConfigFromEnv()
 	if err != nil {
@@ -60,7 +60,7 @@ func newState(client string) (*upstash.State, error) {
 
 func run(args []string) error {
 	if len(args) < 2 {
-		return errors.New("usage: driver coldstart THREAD | driver serve go-calls|go-fused")
+		return errors.New("usage: driver coldstart THREAD | driver serve go-calls|go-fused|go-chatflow")
 	}
 	switch args[0] {
 	case "coldstart":
@@ -122,6 +122,10 @@ func serve(client string) error {
 		h = flow.NewCalls(st)
 	case "go-fused":
 		h = flow.NewFused(st)
+	case "go-chatflow":
+		if h, err = flow.NewChatflow(st); err != nil {
+			return err
+		}
 	default:
 		return fmt.Errorf("unknown client %q", client)
 	}
