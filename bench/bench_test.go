@@ -88,7 +88,8 @@ func TestHarnessEndToEnd(t *testing.T) {
 		if r.HandedTwice == nil || *r.HandedTwice != 0 {
 			t.Errorf("go-chatflow: messages handed twice: %v", r.HandedTwice)
 		}
-		if r.CallsPerHandled == nil || r.CallsPerQueued == nil || r.CallsPerDuplicate == nil {
+		if r.CallsPerHandled == nil || r.CallsPerQueued == nil || r.CallsPerDuplicate == nil || r.CallsPerMessage == nil ||
+			r.CallsPerRequest == nil || *r.CallsPerRequest < 1 {
 			t.Errorf("go-chatflow: state calls by outcome missing: %+v", r)
 		} else if *r.CallsPerHandled < 4 || *r.CallsPerQueued != 1 || *r.CallsPerDuplicate != 1 {
 			t.Errorf("go-chatflow: state calls per handled %v, queued %v, duplicate %v; want at least 4, 1, 1",

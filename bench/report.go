@@ -109,7 +109,13 @@ type throughputRecord struct {
 	CallsPerHandled   *float64 `json:"calls_per_handled,omitempty"`
 	CallsPerQueued    *float64 `json:"calls_per_queued,omitempty"`
 	CallsPerDuplicate *float64 `json:"calls_per_duplicate,omitempty"`
-	HandedTwice       *int     `json:"handed_twice,omitempty"`
+	// The handled webhooks' calls over the messages they handed to the
+	// handler (their own and the drained ones).
+	CallsPerMessage *float64 `json:"calls_per_message_handled,omitempty"`
+	// Every webhook's calls over the HTTP requests the server received:
+	// how many calls auto-pipelining put in one request, on average.
+	CallsPerRequest *float64 `json:"calls_per_request,omitempty"`
+	HandedTwice     *int     `json:"handed_twice,omitempty"`
 }
 
 // dropped is the queued messages neither drained nor left in a queue: the
@@ -198,6 +204,12 @@ func (t *throughputRecord) fill(s, node []sample) {
 		t.CallsPerHandled = per(string(flow.Handled), t.Handled)
 		t.CallsPerQueued = per(string(flow.Queued), t.Queued)
 		t.CallsPerDuplicate = per(string(flow.Duplicate), t.Duplicates)
+		t.CallsPerMessage = per(string(flow.Handled), t.Handled+t.Drained)
+		total := int64(0)
+		for _, v := range calls {
+			total += v
+		}
+		t.CallsPerRequest = ptr(round(float64(total)/float64(max(requests, 1)), 2))
 	}
 }
 
@@ -426,11 +438,12 @@ func (r *report) writeText(w io.Writer) {
 		if r.hasCalls() {
 			fmt.Fprintln(w, "\nState calls per webhook by outcome, counted by the driver (a handled webhook's drain included):")
 			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-			fmt.Fprintln(tw, "latency\tcallers\tclient\tper handled\tper queued\tper duplicate\tHTTP requests per webhook\t")
+			fmt.Fprintln(tw, "latency\tcallers\tclient\tper handled\tper message it handed over\tper queued\tper duplicate\tcalls per HTTP request\tHTTP requests per webhook\t")
 			for _, t := range r.Throughput {
 				if t.CallsPerHandled != nil {
-					fmt.Fprintf(tw, "%d ms\t%d\t%s\t%.2f\t%.2f\t%.2f\t%s\t\n", t.LatencyMS, t.Callers, t.Client,
-						*t.CallsPerHandled, *t.CallsPerQueued, *t.CallsPerDuplicate, fmtPtr(t.RequestsPerWebhook, "%.2f"))
+					fmt.Fprintf(tw, "%d ms\t%d\t%s\t%.2f\t%s\t%.2f\t%.2f\t%s\t%s\t\n", t.LatencyMS, t.Callers, t.Client,
+						*t.CallsPerHandled, fmtPtr(t.CallsPerMessage, "%.2f"), *t.CallsPerQueued, *t.CallsPerDuplicate,
+						fmtPtr(t.CallsPerRequest, "%.2f"), fmtPtr(t.RequestsPerWebhook, "%.2f"))
 				}
 			}
 			tw.Flush()
@@ -515,12 +528,13 @@ func (r *report) writeMarkdown(w io.Writer) {
 			}
 		}
 		if r.hasCalls() {
-			fmt.Fprintln(w, "\n| latency | callers | client | state calls per handled webhook (its drain included) | per queued | per duplicate | HTTP requests per webhook (server) |")
-			fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|")
+			fmt.Fprintln(w, "\n| latency | callers | client | state calls per handled webhook (its drain included) | per message it handed over | per queued | per duplicate | calls per HTTP request | HTTP requests per webhook |")
+			fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 			for _, t := range r.Throughput {
 				if t.CallsPerHandled != nil {
-					fmt.Fprintf(w, "| %d ms | %d | %s | %.2f | %.2f | %.2f | %s |\n", t.LatencyMS, t.Callers, t.Client,
-						*t.CallsPerHandled, *t.CallsPerQueued, *t.CallsPerDuplicate, fmtPtr(t.RequestsPerWebhook, "%.2f"))
+					fmt.Fprintf(w, "| %d ms | %d | %s | %.2f | %s | %.2f | %.2f | %s | %s |\n", t.LatencyMS, t.Callers, t.Client,
+						*t.CallsPerHandled, fmtPtr(t.CallsPerMessage, "%.2f"), *t.CallsPerQueued, *t.CallsPerDuplicate,
+						fmtPtr(t.CallsPerRequest, "%.2f"), fmtPtr(t.RequestsPerWebhook, "%.2f"))
 				}
 			}
 		}
