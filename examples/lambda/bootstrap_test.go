@@ -183,18 +183,27 @@ func TestBootstrapUnderRuntimeAPI(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want %s", reqID, c.id, resp.StatusCode, resp.Body, c.want)
 		}
 	}
-	// Lines go to stdout (CloudWatch), labelled with the request id. They
-	// were written before each response; once the process has exited and
-	// Wait has returned, every byte of them has reached the buffer.
+	// One JSON line per invocation goes to stdout (CloudWatch), with the
+	// request id. They were written before each response; once the
+	// process has exited and Wait has returned, every byte of them has
+	// reached the buffer.
 	if err := cmd.Process.Kill(); err != nil {
 		t.Fatal(err)
 	}
 	_ = cmd.Wait()
 	exited = true
-	for _, want := range []string{"rie-01   locked", "rie-02   deduped", "rie-03   handled"} {
-		if !strings.Contains(stdout.String(), want) {
-			t.Errorf("stdout lacks %q", want)
+	got := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		var rec struct{ Msg, Request, Result string }
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
+			t.Errorf("stdout line is not JSON: %q (%v)", line, err)
 		}
+		if rec.Msg == answered {
+			got[rec.Request] = rec.Result
+		}
+	}
+	if want := map[string]string{"rie-01": "handled", "rie-02": "duplicate", "rie-03": "handled"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("logged invocations %v, want %v", got, want)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"sort"
@@ -37,78 +38,56 @@ const invokeTimeout = 10 * time.Second
 func runLocalMain() int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	if _, err := runLocal(ctx, os.Stdout, environMap()); err != nil {
+	env := map[string]string{}
+	for _, kv := range os.Environ() {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			env[k] = v
+		}
+	}
+	if _, err := runLocal(ctx, os.Stdout, env); err != nil {
 		fmt.Fprintf(os.Stderr, "FAILED: %v\n", err)
 		return 1
 	}
 	return 0
 }
 
-func environMap() map[string]string {
-	m := make(map[string]string)
-	for _, kv := range os.Environ() {
-		if k, v, ok := strings.Cut(kv, "="); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
-
-// The sample conversation: three Slack threads.
+// The sample conversation: three Slack threads; the bot is mentioned on
+// two of them.
 const (
-	threadEng    = "slack:C-eng:t1"
-	threadOps    = "slack:C-ops:t2"
-	threadRandom = "slack:C-random:t3"
+	eng, ops, random = "slack:C-eng:t1", "slack:C-ops:t2", "slack:C-random:t3"
+	slowID           = "m4" // its handler waits until the burst is answered
 )
 
-type delivery struct {
-	id    string // request id, as Lambda's AwsRequestID
-	hook  chatbot.Webhook
-	retry bool // the platform redelivering a message it already sent
+// expect is, per thread, the messages the bot counts (subscribed) or only
+// records (not subscribed, no mention).
+var expect = map[string]struct{ handled, ignored []string }{
+	eng: {handled: []string{"m1", "m4", "m5", "m6", "m7", "m8"}}, ops: {handled: []string{"m2", "m9"}}, random: {ignored: []string{"m3"}},
 }
 
-func msg(id, thread, user, text string) chatbot.Webhook {
+func hook(id, thread, user, text string) chatbot.Webhook {
 	return chatbot.Webhook{Platform: "slack", MessageID: id, ThreadID: thread, User: user, Text: text}
 }
-
-// expected: per thread, the messages the bot must handle (subscribed
-// thread) and the ones it must only record (not subscribed, no mention).
-var (
-	expectHandled = map[string][]string{threadEng: {"m1", "m4", "m5", "m6", "m7", "m8"}, threadOps: {"m2", "m9"}}
-	expectIgnored = map[string][]string{threadRandom: {"m3"}}
-	threads       = []string{threadEng, threadOps, threadRandom}
-)
 
 // report is what the burst did; runLocal returns it with a nil error only
 // if every check passed.
 type report struct {
-	Backend     string // "embedded", "redis-server" or "upstash"
-	Sent        int
-	Distinct    int
-	Retries     int
-	Events      map[chatbot.EventKind]int
-	Statuses    map[int]int // HTTP status → responses
-	MaxInFlight int         // most handlers running at once on one thread
+	Backend     string         // "embedded", "redis-server" or "upstash"
+	Results     map[string]int // response "status" → webhooks
+	Bot         map[string]int // "handled", "drained", "ignored", "subscribed" → OnMessage calls
+	MaxInFlight int            // most handlers running at once on one thread
 	Problems    []string
 }
 
-// run holds the state of one burst.
+// run is the state of one burst.
 type run struct {
-	out     io.Writer
-	handler lambda.Handler
-
+	out      io.Writer
+	handler  lambda.Handler
 	mu       sync.Mutex
-	events   []chatbot.Event
-	inFlight map[string]int // thread → handlers running
-	maxIn    int
+	rep      report
 	calls    map[string]int // message id → OnMessage calls
-	statuses map[int]int
-
-	slowID     string        // the message whose handler waits for the burst
-	slowReq    string        // the request that delivers it
-	slowLocked chan struct{} // closed when slowReq has taken its thread's lock
-	slowSeen   bool          // slowLocked is closed
-	gate       chan struct{} // closed when the burst is over
+	inFlight map[string]int // thread → handlers running
+	slowIn   chan struct{}  // closed when the slow handler runs
+	gate     chan struct{}  // closed when the burst is answered
 }
 
 func (r *run) printf(format string, args ...any) {
@@ -117,368 +96,225 @@ func (r *run) printf(format string, args ...any) {
 	fmt.Fprintf(r.out, format, args...)
 }
 
-func (r *run) onEvent(e chatbot.Event) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, e)
-	fmt.Fprintln(r.out, strings.TrimRight(e.String(), " "))
-	if e.Kind == chatbot.EventLocked && e.RequestID == r.slowReq && !r.slowSeen {
-		r.slowSeen = true
-		close(r.slowLocked)
+// onMessage is the bot's "work": 20 ms, as if it called a model, except
+// the slow message, which waits for the end of the burst. It prints what
+// the bot did and checks that no two handlers ever overlap on a thread.
+func (r *run) onMessage(ctx context.Context, h chatbot.Handled) {
+	what := "handled"
+	switch {
+	case h.Ignored:
+		what = "ignored (thread not subscribed, no mention: history only)"
+	case h.Drained:
+		what = "drained"
 	}
-}
-
-// onMessage is the bot's "work" for a message: a short pause, as if it
-// called a model. The slow message instead waits until the burst is over
-// (or its invocation runs out of time). It also checks the lock's promise:
-// never two handlers on one thread at the same time.
-func (r *run) onMessage(ctx context.Context, m chatbot.Message) {
+	if h.Subscribed {
+		what += ", subscribed the thread"
+	}
+	if !h.Ignored {
+		what += fmt.Sprintf(", thread message #%d", h.State.Handled)
+	}
+	req := ""
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		req = lc.AwsRequestID
+	}
 	r.mu.Lock()
-	r.inFlight[m.ThreadID]++
-	r.maxIn = max(r.maxIn, r.inFlight[m.ThreadID])
-	r.calls[m.MessageID]++
-	r.mu.Unlock()
-	defer func() {
-		r.mu.Lock()
-		r.inFlight[m.ThreadID]--
-		r.mu.Unlock()
-	}()
-	if m.MessageID == r.slowID {
-		select {
-		case <-r.gate:
-		case <-ctx.Done():
+	fmt.Fprintf(r.out, "%-7s   bot: %s %s on %s\n", req, h.MessageID, what, h.ThreadID)
+	r.calls[h.MessageID]++
+	r.inFlight[h.ThreadID]++
+	r.rep.MaxInFlight = max(r.rep.MaxInFlight, r.inFlight[h.ThreadID])
+	for k, on := range map[string]bool{"handled": !h.Ignored && !h.Drained, "drained": h.Drained && !h.Ignored, "ignored": h.Ignored, "subscribed": h.Subscribed} {
+		if on {
+			r.rep.Bot[k]++
 		}
-		return
 	}
-	t := time.NewTimer(20 * time.Millisecond)
-	defer t.Stop()
+	r.mu.Unlock()
+	wait := time.NewTimer(20 * time.Millisecond)
+	defer wait.Stop()
+	ready := wait.C
+	if h.MessageID == slowID {
+		close(r.slowIn)
+		ready = nil
+	}
 	select {
-	case <-t.C:
+	case <-ready:
+	case <-r.gate:
 	case <-ctx.Done():
 	}
+	r.mu.Lock()
+	r.inFlight[h.ThreadID]--
+	r.mu.Unlock()
 }
 
-// invoke sends one delivery through the Lambda handler the way the runtime
-// does: a Function URL (payload 2.0) event as JSON, a context with the
-// function's deadline and the invocation's metadata.
-func (r *run) invoke(ctx context.Context, d delivery) {
-	body, _ := json.Marshal(d.hook)
-	headers := map[string]string{"content-type": "application/json", "user-agent": "Slackbot 1.0 (+https://api.slack.com/robots)"}
-	if d.retry {
-		headers["x-slack-retry-num"] = "1"
-		headers["x-slack-retry-reason"] = "http_timeout"
-	}
-	now := time.Now()
-	ev := events.LambdaFunctionURLRequest{
-		Version: "2.0", RawPath: "/", Headers: headers, Body: string(body),
-		RequestContext: events.LambdaFunctionURLRequestContext{
-			RequestID: d.id, APIID: "local", DomainName: "local.lambda-url.us-east-1.on.aws",
-			Time: now.UTC().Format("02/Jan/2006:15:04:05 -0700"), TimeEpoch: now.UnixMilli(),
-			HTTP: events.LambdaFunctionURLRequestContextHTTPDescription{Method: "POST", Path: "/", Protocol: "HTTP/1.1", SourceIP: "127.0.0.1"},
-		},
-	}
-	payload, err := json.Marshal(ev)
-	if err != nil {
-		r.printf("%-8s → cannot encode the event: %v\n", d.id, err)
-		return
-	}
+// invoke sends one webhook through the Lambda handler as the runtime does:
+// a Function URL event as JSON, a context with the function's deadline and
+// the invocation's metadata. It returns the response's "status".
+func (r *run) invoke(ctx context.Context, reqID string, w chatbot.Webhook) string {
+	body, _ := json.Marshal(w)
+	payload, _ := json.Marshal(events.LambdaFunctionURLRequest{Version: "2.0", RawPath: "/", Body: string(body),
+		Headers: map[string]string{"content-type": "application/json"},
+		RequestContext: events.LambdaFunctionURLRequestContext{RequestID: reqID,
+			HTTP: events.LambdaFunctionURLRequestContextHTTPDescription{Method: "POST", Path: "/"}}})
 	ictx, cancel := context.WithTimeout(ctx, invokeTimeout)
 	defer cancel()
-	ictx = lambdacontext.NewContext(ictx, &lambdacontext.LambdaContext{
-		AwsRequestID:       d.id,
-		InvokedFunctionArn: "arn:aws:lambda:us-east-1:000000000000:function:chat-bot",
-	})
-	raw, err := r.handler.Invoke(ictx, payload)
-	if err != nil {
-		r.record(0)
-		r.printf("%-8s → handler error: %v\n", d.id, err)
-		return
-	}
+	ictx = lambdacontext.NewContext(ictx, &lambdacontext.LambdaContext{AwsRequestID: reqID})
 	var resp events.LambdaFunctionURLResponse
-	if err := json.Unmarshal(raw, &resp); err != nil {
-		r.record(0)
-		r.printf("%-8s → response is not a Function URL response: %v\n", d.id, err)
-		return
+	raw, err := r.handler.Invoke(ictx, payload)
+	if err == nil {
+		err = json.Unmarshal(raw, &resp)
 	}
-	r.record(resp.StatusCode)
-	r.printf("%-8s → %d %s\n", d.id, resp.StatusCode, describe(resp.Body))
-}
-
-func (r *run) record(status int) {
+	var a struct {
+		Status     string   `json:"status"`
+		Handled    []string `json:"handled"`
+		QueueDepth int      `json:"queueDepth"`
+	}
+	if err == nil {
+		err = json.Unmarshal([]byte(resp.Body), &a)
+	}
+	line := fmt.Sprintf("%d %s %s", resp.StatusCode, a.Status, w.MessageID)
+	switch {
+	case err != nil || a.Status == "":
+		line = fmt.Sprintf("%d %s (%v)", resp.StatusCode, resp.Body, err)
+	case a.Status == "queued":
+		line += fmt.Sprintf(" (depth %d)", a.QueueDepth)
+	case len(a.Handled) > 1:
+		line += ", drained " + strings.Join(a.Handled[1:], " ")
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.statuses[status]++
-}
-
-// describe summarises a response body in a few words.
-func describe(body string) string {
-	var o chatbot.Outcome
-	if err := json.Unmarshal([]byte(body), &o); err != nil || o.Status == "" {
-		return body
-	}
-	switch o.Status {
-	case chatbot.StatusQueued:
-		return fmt.Sprintf("queued %s (depth %d)", o.MessageID, o.Depth)
-	case chatbot.StatusDuplicate:
-		return "duplicate " + o.MessageID
-	}
-	s := string(o.Status) + " " + o.MessageID
-	var drained []string
-	for _, id := range o.Handled {
-		if id != o.MessageID {
-			drained = append(drained, id)
-		}
-	}
-	if len(drained) > 0 {
-		s += ", drained " + strings.Join(drained, " ")
-	}
-	return s
-}
-
-// localBackend picks the database: Upstash when its variables are set, else
-// an upstashtest server (embedded miniredis, or a private redis-server when
-// UPSTASHTEST_REDIS=redis-server).
-func localBackend(out io.Writer, environ map[string]string) (cfg upstash.Config, prefix, backend string, closeFn func(), err error) {
-	closeFn = func() {}
-	if environ[upstash.EnvURL] != "" || environ[upstash.EnvVercelURL] != "" {
-		cfg, err = upstash.ConfigFromEnv(upstash.EnvMap(environ))
-		if err != nil {
-			return cfg, "", "", closeFn, err
-		}
-		var b [4]byte
-		if _, err := rand.Read(b[:]); err != nil {
-			return cfg, "", "", closeFn, err
-		}
-		prefix = "chat-sdk-example-" + hex.EncodeToString(b[:])
-		fmt.Fprintf(out, "using the Upstash database at %s with key prefix %s (keys are deleted at the end)\n", cfg.URL, prefix)
-		return cfg, prefix, "upstash", closeFn, nil
-	}
-	srv, err := upstashtest.Start()
-	if err != nil {
-		return cfg, "", "", closeFn, fmt.Errorf("starting the embedded server: %w", err)
-	}
-	backend, note := "embedded", ""
-	if !srv.Embedded() {
-		backend, note = "redis-server", " (backed by a private redis-server: "+upstashtest.EnvRedis+" is set)"
-	}
-	fmt.Fprintf(out, "no %s set: using an embedded Upstash-compatible server at %s%s\n", upstash.EnvURL, srv.URL, note)
-	return upstash.Config{URL: srv.URL, Token: srv.Token}, "", backend, srv.Close, nil
+	fmt.Fprintf(r.out, "%-7s → %s\n", reqID, line)
+	r.rep.Results[fmt.Sprintf("%d %s", resp.StatusCode, a.Status)]++
+	return a.Status
 }
 
 // runLocal replays a burst of webhooks through the Lambda handler, prints
-// what happened line by line, checks that every message was handled exactly
-// once and never two at a time on one thread, and prints a summary.
-func runLocal(ctx context.Context, out io.Writer, environ map[string]string) (*report, error) {
-	cfg, prefix, backend, closeBackend, err := localBackend(out, environ)
+// what happens, reads the database back and checks the result.
+func runLocal(ctx context.Context, out io.Writer, env map[string]string) (*report, error) {
+	state, backend, done, err := localState(out, env)
 	if err != nil {
 		return nil, err
 	}
-	defer closeBackend()
-	client, err := upstash.New(cfg)
+	defer done()
+	r := &run{out: out, rep: report{Backend: backend, Results: map[string]int{}, Bot: map[string]int{}},
+		calls: map[string]int{}, inFlight: map[string]int{}, slowIn: make(chan struct{}), gate: make(chan struct{})}
+	// chatflow's own lines (queued, drained, lock lost...), without the time.
+	logger := slog.New(slog.NewTextHandler(lockedWriter{r}, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
+		if a.Key == slog.TimeKey {
+			return slog.Attr{}
+		}
+		return a
+	}}))
+	a, err := newApp(state, &chatbot.Bot{OnMessage: r.onMessage}, logger)
 	if err != nil {
 		return nil, err
 	}
-	var opts []upstash.StateOption
-	if prefix != "" {
-		opts = append(opts, upstash.WithKeyPrefix(prefix))
-	}
-	state := upstash.NewState(client, opts...)
-	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	err = state.Connect(cctx)
-	cancel()
-	if err != nil {
-		return nil, fmt.Errorf("connecting: %w", err)
-	}
+	a.log = slog.New(slog.NewTextHandler(io.Discard, nil)) // invoke prints each response
+	// The function main passes to lambda.Start, behind the runtime's JSON.
+	r.handler = lambda.NewHandler(a.handle)
+	fmt.Fprintf(out, "function timeout %v per invocation; chatflow: Queue strategy, history on\n", invokeTimeout)
 
-	bot := chatbot.New(state)
-	r := &run{
-		out: out, inFlight: map[string]int{}, calls: map[string]int{}, statuses: map[int]int{},
-		slowID: "m4", slowReq: "req-05", slowLocked: make(chan struct{}), gate: make(chan struct{}),
-	}
-	bot.OnEvent, bot.OnMessage = r.onEvent, r.onMessage
-	// The very function main passes to lambda.Start, behind the runtime's
-	// JSON decoding and encoding.
-	r.handler = lambda.NewHandler((&app{bot: bot}).handle)
-
-	if prefix != "" {
-		defer cleanup(client, prefix)
-	}
-
-	d := func(id string, hook chatbot.Webhook, retry bool) delivery { return delivery{id, hook, retry} }
-	m1 := msg("m1", threadEng, "U-ana", "@bot can you summarise this thread?")
-	m6 := msg("m6", threadEng, "U-ana", "and the error rate since 09:00")
-	fmt.Fprintf(out, "function timeout %v per invocation; lock TTL = min(30s, time left + 1s)\n", invokeTimeout)
-
+	retries := map[string]string{}
 	fmt.Fprintln(out, "\nstep 1: one webhook at a time; Slack retries m1; nobody mentions the bot on the random thread")
-	for _, dv := range []delivery{
-		d("req-01", m1, false),
-		d("req-02", m1, true),
-		d("req-03", msg("m2", threadOps, "U-bo", "@bot what is the deploy status?"), false),
-		d("req-04", msg("m3", threadRandom, "U-cy", "lunch anyone?"), false),
-	} {
-		r.invoke(ctx, dv)
-	}
+	m1 := hook("m1", eng, "U-ana", "@bot can you summarise this thread?")
+	r.invoke(ctx, "req-01", m1)
+	retries["req-02"] = r.invoke(ctx, "req-02", m1)
+	r.invoke(ctx, "req-03", hook("m2", ops, "U-bo", "@bot what is the deploy status?"))
+	r.invoke(ctx, "req-04", hook("m3", random, "U-cy", "lunch anyone?"))
 
 	fmt.Fprintln(out, "\nstep 2: m4 takes the eng thread's lock and the bot is slow to answer; meanwhile m5-m8 arrive at once,")
 	fmt.Fprintln(out, "        m9 arrives on the ops thread, and Slack retries m6")
 	slowDone := make(chan struct{})
 	go func() {
 		defer close(slowDone)
-		r.invoke(ctx, d(r.slowReq, msg(r.slowID, threadEng, "U-ana", "here are the logs"), false))
+		r.invoke(ctx, "req-05", hook(slowID, eng, "U-ana", "here are the logs"))
 	}()
-	// The burst starts once m4's invocation holds the lock (an event, not a
-	// pause: on a slow machine it simply comes later).
-	select {
-	case <-r.slowLocked:
+	select { // the burst starts once m4's handler runs: an event, not a pause
+	case <-r.slowIn:
 	case <-slowDone:
-		return nil, fmt.Errorf("%s returned without taking the lock", r.slowReq)
-	case <-ctx.Done():
-		close(r.gate)
-		<-slowDone
-		return nil, ctx.Err()
 	}
+	m6 := hook("m6", eng, "U-ana", "and the error rate since 09:00")
 	var burst sync.WaitGroup
-	for _, dv := range []delivery{
-		d("req-06", msg("m5", threadEng, "U-ana", "the first error is at 09:12"), false),
-		d("req-07", m6, false),
-		d("req-08", msg("m7", threadEng, "U-dee", "same here"), false),
-		d("req-09", msg("m8", threadEng, "U-ana", "any idea?"), false),
-		d("req-10", msg("m9", threadOps, "U-bo", "@bot and on staging?"), false),
-	} {
+	for i, w := range []chatbot.Webhook{hook("m5", eng, "U-ana", "the first error is at 09:12"), m6,
+		hook("m7", eng, "U-dee", "same here"), hook("m8", eng, "U-ana", "any idea?"), hook("m9", ops, "U-bo", "@bot and on staging?")} {
 		burst.Add(1)
-		go func(dv delivery) {
+		go func(id string, w chatbot.Webhook) {
 			defer burst.Done()
-			r.invoke(ctx, dv)
-		}(dv)
+			r.invoke(ctx, id, w)
+		}(fmt.Sprintf("req-%02d", 6+i), w)
 	}
 	burst.Wait()
-	r.invoke(ctx, d("req-11", m6, true))
-	close(r.gate) // the slow handler may finish now
+	retries["req-11"] = r.invoke(ctx, "req-11", m6)
+	close(r.gate)
 	<-slowDone
 
-	rep := &report{Backend: backend, Sent: 11, Distinct: 9, Retries: 2}
-	verify(ctx, r, state, rep)
-	printSummary(out, r, rep)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rep := &r.rep
+	check(ctx, state, r.calls, rep)
+	for req, st := range retries {
+		if st != "duplicate" {
+			rep.Problems = append(rep.Problems, fmt.Sprintf("the retry %s was answered %q, want duplicate", req, st))
+		}
+	}
+	if rep.MaxInFlight > 1 {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("%d handlers ran at once on one thread", rep.MaxInFlight))
+	}
+	printSummary(out, rep)
 	if len(rep.Problems) > 0 {
 		return rep, errors.New(strings.Join(rep.Problems, "; "))
 	}
 	return rep, nil
 }
 
-// verify reads the database back and checks the run against what the
-// sample conversation must produce.
-func verify(ctx context.Context, r *run, state *upstash.State, rep *report) {
+// check reads the database back: each message counted once by the bot,
+// or only recorded; each admitted message once in its thread's history;
+// the thread state's counter; no queue and no lock left.
+func check(ctx context.Context, state *upstash.State, calls map[string]int, rep *report) {
 	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
 	defer cancel()
 	problem := func(format string, args ...any) { rep.Problems = append(rep.Problems, fmt.Sprintf(format, args...)) }
-
-	r.mu.Lock()
-	rep.Events = map[chatbot.EventKind]int{}
-	for _, e := range r.events {
-		rep.Events[e.Kind]++
-	}
-	rep.Statuses = map[int]int{}
-	for k, v := range r.statuses {
-		rep.Statuses[k] = v
-	}
-	rep.MaxInFlight = r.maxIn
-	calls := map[string]int{}
-	for k, v := range r.calls {
-		calls[k] = v
-	}
-	r.mu.Unlock()
-
-	if n := rep.Events[chatbot.EventDeduped]; n != rep.Retries {
-		problem("%d webhooks deduped, want %d (one per platform retry)", n, rep.Retries)
-	}
-	if rep.MaxInFlight > 1 {
-		problem("%d handlers ran at the same time on one thread", rep.MaxInFlight)
-	}
-	for status, n := range rep.Statuses {
-		if status != 200 && status != 202 {
-			problem("%d responses with status %d", n, status)
-		}
-	}
-	for _, th := range threads {
-		want := map[string]bool{}
-		for _, id := range expectHandled[th] {
-			want[id] = true
-			if calls[id] != 1 {
-				problem("%s handled %d times, want once", id, calls[id])
-			}
-		}
-		for _, id := range expectIgnored[th] {
-			want[id] = true
-			if calls[id] != 0 {
-				problem("%s (not subscribed) reached the bot %d times", id, calls[id])
-			}
-		}
+	for _, th := range []string{eng, ops, random} {
 		seen, err := chatbot.HistoryCounts(ctx, state, th)
 		if err != nil {
 			problem("reading %s history: %v", th, err)
-			continue
 		}
-		for id := range want {
-			if seen[id] != 1 {
-				problem("%s appears %d times in %s history, want once", id, seen[id], th)
+		want := append(append([]string(nil), expect[th].handled...), expect[th].ignored...)
+		for _, id := range want {
+			if calls[id] != 1 || seen[id] != 1 {
+				problem("%s: %d calls of the bot and %d times in the history, want 1 and 1", id, calls[id], seen[id])
 			}
 		}
-		for id := range seen {
-			if !want[id] {
-				problem("unexpected %s in %s history", id, th)
-			}
+		if len(seen) != len(want) {
+			problem("%s history holds %d messages, want %d", th, len(seen), len(want))
 		}
-		ts, ok, err := upstash.GetJSON[chatbot.ThreadState](ctx, state, chatbot.ThreadStateKey(th))
-		switch {
-		case err != nil:
-			problem("reading %s state: %v", th, err)
-		case ts.Handled != len(expectHandled[th]) || ok != (len(expectHandled[th]) > 0):
-			problem("%s state counts %d handled messages, want %d", th, ts.Handled, len(expectHandled[th]))
+		var ts chatbot.ThreadState
+		if raw, err := state.Get(ctx, "thread-state:"+th); err != nil || (raw != nil && json.Unmarshal(raw, &ts) != nil) || ts.Handled != len(expect[th].handled) {
+			problem("%s state counts %d messages (%v), want %d", th, ts.Handled, err, len(expect[th].handled))
 		}
 		if depth, err := state.QueueDepth(ctx, th); err != nil || depth != 0 {
 			problem("%s queue: depth %d (%v), want empty", th, depth, err)
 		}
 		// The lock must be free: take it and give it back.
-		lock, err := state.AcquireLock(ctx, th, 5*time.Second)
-		switch {
-		case err != nil:
-			problem("probing %s lock: %v", th, err)
-		case lock == nil:
-			problem("%s lock is still held after every invocation returned", th)
-		default:
-			if err := state.ReleaseLock(ctx, lock); err != nil {
-				problem("releasing the probe lock on %s: %v", th, err)
-			}
+		if lock, err := state.AcquireLock(ctx, th, 5*time.Second); err != nil || lock == nil {
+			problem("%s lock still held after every invocation returned (%v)", th, err)
+		} else if err := state.ReleaseLock(ctx, lock); err != nil {
+			problem("releasing the probe lock on %s: %v", th, err)
 		}
 	}
 }
 
-func printSummary(out io.Writer, r *run, rep *report) {
-	ev := rep.Events
-	direct := ev[chatbot.EventHandled]
-	fmt.Fprintln(out, "\nsummary")
-	fmt.Fprintf(out, "  backend      %s\n", rep.Backend)
-	fmt.Fprintf(out, "  webhooks     %d sent: %d distinct messages, %d platform retries\n", rep.Sent, rep.Distinct, rep.Retries)
-	fmt.Fprintf(out, "  deduped      %d\n", ev[chatbot.EventDeduped])
-	fmt.Fprintf(out, "  queued       %d (answered 202 while another invocation held the thread's lock)\n", ev[chatbot.EventQueued])
-	fmt.Fprintf(out, "  handled      %d (%d by the invocation that received them, %d drained from the queue by the lock holder)\n",
-		direct+ev[chatbot.EventDrained], direct, ev[chatbot.EventDrained])
-	fmt.Fprintf(out, "  ignored      %d (thread not subscribed, no @bot mention; kept in history)\n", ev[chatbot.EventIgnored])
-	fmt.Fprintf(out, "  locks        %d taken, %d released; at most %d handler at a time per thread\n",
-		ev[chatbot.EventLocked], ev[chatbot.EventReleased], rep.MaxInFlight)
-	var st []string
-	for code, n := range rep.Statuses {
-		st = append(st, fmt.Sprintf("%d×%d", n, code))
+func printSummary(out io.Writer, rep *report) {
+	var res []string
+	for k, n := range rep.Results {
+		res = append(res, fmt.Sprintf("%d×%s", n, k))
 	}
-	sort.Strings(st)
-	fmt.Fprintf(out, "  responses    %s\n", strings.Join(st, ", "))
-	for _, k := range []chatbot.EventKind{chatbot.EventExpired, chatbot.EventLockLost, chatbot.EventLeft, chatbot.EventRequeued, chatbot.EventUnclaimed, chatbot.EventError} {
-		if ev[k] > 0 {
-			fmt.Fprintf(out, "  %-12s %d\n", k, ev[k])
-		}
-	}
+	sort.Strings(res)
+	b := rep.Bot
+	fmt.Fprintf(out, "\nsummary (%s backend)\n  responses  %s\n", rep.Backend, strings.Join(res, ", "))
+	fmt.Fprintf(out, "  bot        %d handled by their own invocation, %d drained by the lock holder, %d ignored; %d subscriptions\n",
+		b["handled"], b["drained"], b["ignored"], b["subscribed"])
+	fmt.Fprintf(out, "  threads    at most %d handler at a time per thread\n", rep.MaxInFlight)
 	if len(rep.Problems) == 0 {
-		fmt.Fprintln(out, "OK: every message handled exactly once, one at a time per thread; no lock or queue left behind")
+		fmt.Fprintln(out, "OK: every message handled exactly once, one at a time per thread; retries answered duplicate; no lock or queue left")
 		return
 	}
 	fmt.Fprintln(out, "FAILED:")
@@ -487,16 +323,48 @@ func printSummary(out io.Writer, r *run, rep *report) {
 	}
 }
 
-// cleanup deletes what the run wrote to a real database: every key under
-// the run's own prefix, which holds the state layout's keys and the
-// library's own (operation records, fencing counters), so one SCAN over
-// "{prefix}:*" finds them all. Raw commands, so that the cleanup itself
-// records nothing.
+// localState picks the database: yours when its variables are set, under a
+// fresh key prefix deleted at the end; else an upstashtest server (embedded
+// miniredis, or a private redis-server when UPSTASHTEST_REDIS=redis-server).
+func localState(out io.Writer, env map[string]string) (*upstash.State, string, func(), error) {
+	if env[upstash.EnvURL] != "" || env[upstash.EnvVercelURL] != "" {
+		cfg, err := upstash.ConfigFromEnv(upstash.EnvMap(env))
+		if err != nil {
+			return nil, "", nil, err
+		}
+		client, err := upstash.New(cfg)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		var b [4]byte
+		_, _ = rand.Read(b[:])
+		prefix := "chat-sdk-example-" + hex.EncodeToString(b[:])
+		fmt.Fprintf(out, "using the database at %s with key prefix %s (deleted at the end)\n", cfg.URL, prefix)
+		return upstash.NewState(client, upstash.WithKeyPrefix(prefix)), "upstash", func() { cleanup(client, prefix) }, nil
+	}
+	srv, err := upstashtest.Start()
+	if err != nil {
+		return nil, "", nil, fmt.Errorf("starting the embedded server: %w", err)
+	}
+	backend, note := "embedded", ""
+	if !srv.Embedded() {
+		backend, note = "redis-server", " (backed by a private redis-server: "+upstashtest.EnvRedis+" is set)"
+	}
+	fmt.Fprintf(out, "no %s set: using an embedded Upstash-compatible server at %s%s\n", upstash.EnvURL, srv.URL, note)
+	client, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
+	if err != nil {
+		srv.Close()
+		return nil, "", nil, err
+	}
+	return upstash.NewState(client), backend, srv.Close, nil
+}
+
+// cleanup deletes every key under the run's prefix (the state's keys and
+// the library's own), with raw commands that record nothing.
 func cleanup(client *upstash.Client, prefix string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cursor := "0"
-	for {
+	for cursor := "0"; ; {
 		reply, err := client.Do(ctx, "SCAN", cursor, "MATCH", prefix+":*", "COUNT", 1000)
 		if err != nil {
 			return
@@ -505,11 +373,7 @@ func cleanup(client *upstash.Client, prefix string) {
 		if err != nil || len(parts) != 2 {
 			return
 		}
-		keys, err := parts[1].Strings()
-		if err != nil {
-			return
-		}
-		if len(keys) > 0 {
+		if keys, err := parts[1].Strings(); err == nil && len(keys) > 0 {
 			if _, err := client.Del(ctx, keys...); err != nil {
 				return
 			}
@@ -518,4 +382,13 @@ func cleanup(client *upstash.Client, prefix string) {
 			return
 		}
 	}
+}
+
+// lockedWriter writes log lines under the run's lock, between its own.
+type lockedWriter struct{ r *run }
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.r.mu.Lock()
+	defer w.r.mu.Unlock()
+	return w.r.out.Write(append([]byte("          "), p...))
 }

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/chatstate/upstash"
-	"github.com/chatstate/upstash/examples/internal/chatbot"
 	"github.com/chatstate/upstash/upstashtest"
 )
 
@@ -34,19 +33,18 @@ func TestLocalBurst(t *testing.T) {
 	if !strings.Contains(out.String(), "no UPSTASH_REDIS_REST_URL set: using an embedded Upstash-compatible server at http://127.0.0.1:") {
 		t.Error("the output does not say which server it uses")
 	}
-	ev := rep.Events
 	checks := []struct {
 		name      string
 		got, want int
 	}{
-		{"deduped", ev[chatbot.EventDeduped], 2},
-		{"queued", ev[chatbot.EventQueued], 4},
-		{"handled directly", ev[chatbot.EventHandled], 4},
-		{"drained", ev[chatbot.EventDrained], 4},
-		{"ignored", ev[chatbot.EventIgnored], 1},
-		{"locked", ev[chatbot.EventLocked], ev[chatbot.EventReleased]},
-		{"202 responses", rep.Statuses[202], 4},
-		{"200 responses", rep.Statuses[200], 7},
+		{"200 handled", rep.Results["200 handled"], 5},
+		{"202 queued", rep.Results["202 queued"], 4},
+		{"200 duplicate", rep.Results["200 duplicate"], 2},
+		{"other responses", len(rep.Results), 3},
+		{"handled by their own invocation", rep.Bot["handled"], 4},
+		{"drained", rep.Bot["drained"], 4},
+		{"ignored", rep.Bot["ignored"], 1},
+		{"subscribed", rep.Bot["subscribed"], 2},
 		{"max in flight", rep.MaxInFlight, 1},
 	}
 	for _, c := range checks {

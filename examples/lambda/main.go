@@ -1,29 +1,30 @@
 // Command lambda is a chat-webhook bot for AWS Lambda (provided.al2023),
-// invoked through a Function URL or an API Gateway HTTP API. Both send the
-// same version 2.0 payload, so one handler decodes both; this one uses
-// events.LambdaFunctionURLRequest.
+// invoked through a Function URL or an API Gateway HTTP API; both send the
+// version 2.0 payload that events.LambdaFunctionURLRequest decodes.
 //
-// On Lambda (AWS_LAMBDA_RUNTIME_API is set) main builds the Upstash client
-// and the bot once, from UPSTASH_REDIS_REST_URL/_TOKEN (or KV_REST_API_*),
-// then calls lambda.Start. Anywhere else, `go run ./examples/lambda` replays
-// a burst of webhooks through the same handler and checks the result; see
-// local.go and README.md.
+// The Chat SDK's webhook flow (dedupe, one lock per thread, the queue and
+// its drain, message history) is a chatflow.Flow, configured once per
+// execution environment in main; the bot's own logic is chatbot.Bot. The
+// handler only decodes the event and answers. Off Lambda,
+// `go run ./examples/lambda` replays a burst of webhooks through the same
+// handler and checks the result (local.go).
 package main
 
 import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
+	"log/slog"
 	"net/http"
 	"os"
-	"strings"
-	"sync"
+	"time"
 
 	"github.com/aws/aws-lambda-go/events"
 	"github.com/aws/aws-lambda-go/lambda"
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
+	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/chatflow"
 	"github.com/chatstate/upstash/examples/internal/chatbot"
 )
 
@@ -32,29 +33,58 @@ func main() {
 		os.Exit(runLocalMain())
 	}
 	// Init phase: once per execution environment, never per invocation.
-	bot, err := chatbot.FromEnv()
+	a, err := setup()
 	if err != nil {
-		// Names the variables it looked at, never their values. Lambda
-		// reports it as an init error (Runtime.ExitError).
+		// Names the variables, never their values; Lambda reports the exit
+		// as an init error (Runtime.ExitError).
 		fmt.Fprintln(os.Stderr, "chat bot: configuration:", err)
 		os.Exit(1)
 	}
-	bot.OnEvent = lineLogger(os.Stdout)
-	lambda.Start((&app{bot: bot}).handle)
+	lambda.Start(a.handle)
 }
 
-// app adapts Lambda's HTTP events to the bot.
-type app struct {
-	bot *chatbot.Bot
+// setup builds the client from UPSTASH_REDIS_REST_URL/_TOKEN (else
+// KV_REST_API_URL/_TOKEN) and the app, logging JSON lines to stdout
+// (CloudWatch). It does no network I/O.
+func setup() (*app, error) {
+	cfg, err := upstash.ConfigFromEnv()
+	if err != nil {
+		return nil, err
+	}
+	client, err := upstash.New(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return newApp(upstash.NewState(client), &chatbot.Bot{}, slog.New(slog.NewJSONHandler(os.Stdout, nil)))
 }
+
+// app is the function: the flow, built once, and its logger.
+type app struct {
+	flow *chatflow.Flow
+	log  *slog.Logger
+}
+
+// newApp configures the Chat SDK's flow around bot: the Queue strategy (a
+// message arriving while its thread is busy waits for the lock holder,
+// which drains the queue before releasing) and message history (100
+// messages, 7 days), with the core's other defaults. No budget: the
+// invocation's deadline bounds every call.
+func newApp(state upstash.StateAdapter, bot *chatbot.Bot, logger *slog.Logger) (*app, error) {
+	flow, err := chatflow.New(state, bot.Handle,
+		chatflow.WithStrategy(chatflow.Queue),
+		chatflow.WithHistory(chatflow.HistoryOptions{}),
+		chatflow.WithLogger(logger))
+	return &app{flow: flow, log: logger}, err
+}
+
+// answered is the message of the line logged once per invocation.
+const answered = "webhook answered"
 
 // handle is the function lambda.Start calls, once per invocation. Its
-// context carries the invocation's deadline, which the bot uses to size the
-// lock's TTL and to release in time.
+// context's deadline (the function timeout) is the flow's time budget: it
+// bounds the lock's TTL, ends the bot's work in time to release, and stops
+// the drain, leaving the rest queued for the next holder.
 func (a *app) handle(ctx context.Context, req events.LambdaFunctionURLRequest) (events.LambdaFunctionURLResponse, error) {
-	if lc, ok := lambdacontext.FromContext(ctx); ok {
-		ctx = chatbot.WithRequestID(ctx, lc.AwsRequestID)
-	}
 	if m := req.RequestContext.HTTP.Method; m != "" && m != http.MethodPost {
 		return response(http.StatusMethodNotAllowed, []byte(`{"error":"POST a webhook"}`)), nil
 	}
@@ -66,33 +96,25 @@ func (a *app) handle(ctx context.Context, req events.LambdaFunctionURLRequest) (
 		}
 	}
 	hook, err := chatbot.ParseWebhook(body)
-	if err != nil {
-		return response(chatbot.Respond(chatbot.Outcome{}, err)), nil
+	var res chatflow.Result
+	if err == nil {
+		msg := hook.Message(time.Now())
+		res, err = a.flow.Handle(chatbot.WithMessage(ctx, msg), hook.Platform, msg)
 	}
-	out, err := a.bot.Handle(ctx, hook)
-	if err != nil {
-		// The caller gets a clear status and reason in the body; the log
-		// keeps the detail. Errors from the client never contain the token.
-		fmt.Fprintf(os.Stderr, "chat bot: %s %s: %v\n", hook.ThreadID, hook.MessageID, err)
+	status, out := chatbot.Respond(hook, res, err)
+	attrs := []any{"message", hook.MessageID, "thread", hook.ThreadID, "status", status, "result", res.Status, "handled", res.Delivered}
+	if lc, ok := lambdacontext.FromContext(ctx); ok {
+		attrs = append(attrs, "request", lc.AwsRequestID)
 	}
-	return response(chatbot.Respond(out, err)), nil
+	level := slog.LevelInfo
+	if err != nil {
+		level, attrs = slog.LevelWarn, append(attrs, "error", err) // the client's errors never hold the token
+	}
+	a.log.Log(ctx, level, answered, attrs...)
+	return response(status, out), nil
 }
 
 func response(status int, body []byte) events.LambdaFunctionURLResponse {
-	return events.LambdaFunctionURLResponse{
-		StatusCode: status,
-		Headers:    map[string]string{"Content-Type": "application/json"},
-		Body:       string(body),
-	}
-}
-
-// lineLogger prints events one per line; safe for concurrent use.
-func lineLogger(w io.Writer) func(chatbot.Event) {
-	var mu sync.Mutex
-	return func(e chatbot.Event) {
-		line := strings.TrimRight(e.String(), " ") + "\n"
-		mu.Lock()
-		defer mu.Unlock()
-		_, _ = io.WriteString(w, line)
-	}
+	return events.LambdaFunctionURLResponse{StatusCode: status, Body: string(body),
+		Headers: map[string]string{"Content-Type": "application/json"}}
 }
