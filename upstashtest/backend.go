@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -96,8 +97,16 @@ func newRedisServerBackend(ctx context.Context) (*backend, error) {
 	return nil, lastErr
 }
 
+// testHookFreePort, when set by a test, replaces freePort when a private
+// redis-server is started.
+var testHookFreePort atomic.Pointer[func() (int, error)]
+
 func startRedisServer(ctx context.Context, bin string) (*backend, error) {
-	port, err := freePort()
+	pickPort := freePort
+	if hook := testHookFreePort.Load(); hook != nil {
+		pickPort = *hook
+	}
+	port, err := pickPort()
 	if err != nil {
 		return nil, fmt.Errorf("upstashtest: finding a free port for redis-server: %w", err)
 	}
@@ -135,7 +144,20 @@ func startRedisServer(ctx context.Context, bin string) (*backend, error) {
 		err := b.ping(pctx)
 		cancel()
 		if err == nil {
-			return b, nil
+			// Something answers on the port, but it may be another Redis
+			// that took the port between freePort and redis-server's bind
+			// (another test's redis-server or embedded miniredis): then
+			// this redis-server exits, and the server would share that
+			// Redis, and send scripts translated for a real Redis to what
+			// may be a miniredis.
+			cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = b.checkProcess(cctx, cmd.Process.Pid)
+			cancel()
+			if err == nil {
+				return b, nil
+			}
+			b.close()
+			return nil, fmt.Errorf("upstashtest: redis-server on port %d: %w", port, err)
 		}
 		select {
 		case <-b.procDone:
@@ -150,6 +172,31 @@ func startRedisServer(ctx context.Context, bin string) (*backend, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// checkProcess checks that the Redis at b.addr is the process pid, from
+// the process_id of INFO server.
+func (b *backend) checkProcess(ctx context.Context, pid int) error {
+	c, err := b.pool.GetContext(ctx)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	info, err := redis.String(redis.DoContext(c, ctx, "INFO", "server"))
+	got := ""
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "process_id:"); ok {
+			got = v
+			break
+		}
+	}
+	if err == nil && got == strconv.Itoa(pid) {
+		return nil
+	}
+	if got == "" {
+		got = "unknown"
+	}
+	return fmt.Errorf("the port is served by another Redis (process_id %s, not %d): it was taken after it was chosen", got, pid)
 }
 
 func newPool(rawURL string) *redis.Pool {

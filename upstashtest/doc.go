@@ -8,7 +8,12 @@
 // (WithRedisServer, WithRedisAddr, or the UPSTASHTEST_REDIS environment
 // variable: "redis-server" or an address). Every backend is reached over
 // TCP through the same code, so a test that passes on one passes on the
-// other unless it relies on a difference between miniredis and Redis.
+// other unless it relies on a difference between miniredis and Redis. A
+// private redis-server gets a free port; once something answers there, the
+// server checks (INFO server's process_id) that it is the redis-server it
+// started and not another Redis that took the port in the meantime (another
+// test's redis-server or miniredis), and otherwise starts it again on
+// another port.
 //
 //	func TestSomething(t *testing.T) {
 //		srv := upstashtest.NewServer(t)        // closed by t.Cleanup
@@ -85,7 +90,9 @@
 //   - Limits: the mapping lives in the Server, so several Servers sharing
 //     one Redis (WithRedisAddr) do not see each other's flagged scripts,
 //     and a script loaded with Do("SCRIPT", "LOAD", ...) bypasses the
-//     translation. Keys named by a SORT BY or GET pattern are not checked.
+//     translation. WithRedisAddr takes any address for a real Redis:
+//     given an embedded Server's RedisAddr (a miniredis), flagged scripts
+//     fail there with "ERR Error compiling script ... near '#'". Keys named by a SORT BY or GET pattern are not checked.
 //     On a real Redis, an error raised by a command inside a flagged
 //     script names line 2 (the prelude's) in its " on @user_script:N."
 //     suffix.

@@ -107,7 +107,9 @@ func WithRedisAddr(addr string) Option {
 }
 
 // WithRedisServer starts a private redis-server from PATH on a free
-// 127.0.0.1 port (no persistence) and stops it on Close.
+// 127.0.0.1 port (no persistence) and stops it on Close. The server makes
+// sure that the Redis it talks to is that process, not another one that
+// took the port first.
 func WithRedisServer() Option {
 	return func(c *config) { c.backend, c.backendByOp = backendRedisServer, true }
 }
