@@ -27,6 +27,7 @@ import (
 	"github.com/aws/aws-lambda-go/lambdacontext"
 
 	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/chatflow"
 	"github.com/chatstate/upstash/examples/internal/chatbot"
 	"github.com/chatstate/upstash/upstashtest"
 )
@@ -72,8 +73,8 @@ func hook(id, thread, user, text string) chatbot.Webhook {
 // if every check passed.
 type report struct {
 	Backend     string         // "embedded", "redis-server" or "upstash"
-	Results     map[string]int // response "status" → webhooks
-	Bot         map[string]int // "handled", "drained", "ignored", "subscribed" → OnMessage calls
+	Results     map[string]int // "200 handled", "202 queued"... → responses
+	Bot         map[string]int // "handled", "drained", "ignored", "subscribed" → messages
 	MaxInFlight int            // most handlers running at once on one thread
 	Problems    []string
 }
@@ -90,90 +91,75 @@ type run struct {
 	gate     chan struct{}  // closed when the burst is answered
 }
 
-func (r *run) printf(format string, args ...any) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	fmt.Fprintf(r.out, format, args...)
-}
-
 // onMessage is the bot's "work": 20 ms, as if it called a model, except
-// the slow message, which waits for the end of the burst. It prints what
-// the bot did and checks that no two handlers ever overlap on a thread.
+// for the slow message, which waits for the end of the burst. It prints
+// what the bot did and checks that no two handlers overlap on a thread.
 func (r *run) onMessage(ctx context.Context, h chatbot.Handled) {
-	what := "handled"
+	what := map[bool]string{false: "handled", true: "drained"}[h.Drained]
+	note := fmt.Sprintf("message #%d of %s", h.State.Handled, h.ThreadID)
 	switch {
 	case h.Ignored:
-		what = "ignored (thread not subscribed, no mention: history only)"
-	case h.Drained:
-		what = "drained"
+		what, note = "ignored", "thread not subscribed, no @bot: history only"
+	case h.Subscribed:
+		note += ", which it subscribed"
 	}
-	if h.Subscribed {
-		what += ", subscribed the thread"
-	}
-	if !h.Ignored {
-		what += fmt.Sprintf(", thread message #%d", h.State.Handled)
-	}
-	req := ""
+	var req string
 	if lc, ok := lambdacontext.FromContext(ctx); ok {
 		req = lc.AwsRequestID
 	}
 	r.mu.Lock()
-	fmt.Fprintf(r.out, "%-7s   bot: %s %s on %s\n", req, h.MessageID, what, h.ThreadID)
+	fmt.Fprintf(r.out, "%-7s   bot: %s %s (%s)\n", req, what, h.MessageID, note)
+	r.rep.Bot[what]++
+	if h.Subscribed {
+		r.rep.Bot["subscribed"]++
+	}
 	r.calls[h.MessageID]++
+	slow := h.MessageID == slowID && r.calls[h.MessageID] == 1
 	r.inFlight[h.ThreadID]++
 	r.rep.MaxInFlight = max(r.rep.MaxInFlight, r.inFlight[h.ThreadID])
-	for k, on := range map[string]bool{"handled": !h.Ignored && !h.Drained, "drained": h.Drained && !h.Ignored, "ignored": h.Ignored, "subscribed": h.Subscribed} {
-		if on {
-			r.rep.Bot[k]++
-		}
-	}
 	r.mu.Unlock()
-	wait := time.NewTimer(20 * time.Millisecond)
-	defer wait.Stop()
-	ready := wait.C
-	if h.MessageID == slowID {
+	defer func() {
+		r.mu.Lock()
+		r.inFlight[h.ThreadID]--
+		r.mu.Unlock()
+	}()
+	pause := time.NewTimer(20 * time.Millisecond)
+	defer pause.Stop()
+	if slow {
 		close(r.slowIn)
-		ready = nil
+		pause.Stop()
 	}
 	select {
-	case <-ready:
+	case <-pause.C:
 	case <-r.gate:
 	case <-ctx.Done():
 	}
-	r.mu.Lock()
-	r.inFlight[h.ThreadID]--
-	r.mu.Unlock()
 }
 
 // invoke sends one webhook through the Lambda handler as the runtime does:
 // a Function URL event as JSON, a context with the function's deadline and
-// the invocation's metadata. It returns the response's "status".
+// the invocation's metadata. It prints and returns the response's status.
 func (r *run) invoke(ctx context.Context, reqID string, w chatbot.Webhook) string {
 	body, _ := json.Marshal(w)
-	payload, _ := json.Marshal(events.LambdaFunctionURLRequest{Version: "2.0", RawPath: "/", Body: string(body),
-		Headers: map[string]string{"content-type": "application/json"},
+	payload, _ := json.Marshal(events.LambdaFunctionURLRequest{Version: "2.0", Body: string(body),
 		RequestContext: events.LambdaFunctionURLRequestContext{RequestID: reqID,
 			HTTP: events.LambdaFunctionURLRequestContextHTTPDescription{Method: "POST", Path: "/"}}})
 	ictx, cancel := context.WithTimeout(ctx, invokeTimeout)
 	defer cancel()
-	ictx = lambdacontext.NewContext(ictx, &lambdacontext.LambdaContext{AwsRequestID: reqID})
+	raw, err := r.handler.Invoke(lambdacontext.NewContext(ictx, &lambdacontext.LambdaContext{AwsRequestID: reqID}), payload)
 	var resp events.LambdaFunctionURLResponse
-	raw, err := r.handler.Invoke(ictx, payload)
-	if err == nil {
-		err = json.Unmarshal(raw, &resp)
-	}
 	var a struct {
 		Status     string   `json:"status"`
 		Handled    []string `json:"handled"`
 		QueueDepth int      `json:"queueDepth"`
 	}
-	if err == nil {
+	if err == nil && json.Unmarshal(raw, &resp) == nil {
 		err = json.Unmarshal([]byte(resp.Body), &a)
 	}
 	line := fmt.Sprintf("%d %s %s", resp.StatusCode, a.Status, w.MessageID)
 	switch {
 	case err != nil || a.Status == "":
-		line = fmt.Sprintf("%d %s (%v)", resp.StatusCode, resp.Body, err)
+		line = fmt.Sprintf("%d %s %v", resp.StatusCode, resp.Body, err)
 	case a.Status == "queued":
 		line += fmt.Sprintf(" (depth %d)", a.QueueDepth)
 	case len(a.Handled) > 1:
@@ -196,9 +182,10 @@ func runLocal(ctx context.Context, out io.Writer, env map[string]string) (*repor
 	defer done()
 	r := &run{out: out, rep: report{Backend: backend, Results: map[string]int{}, Bot: map[string]int{}},
 		calls: map[string]int{}, inFlight: map[string]int{}, slowIn: make(chan struct{}), gate: make(chan struct{})}
-	// chatflow's own lines (queued, drained, lock lost...), without the time.
+	// chatflow's own lines (queued, lock lost, left for the next holder...),
+	// without the time, the INFO level and the lock key (the thread's).
 	logger := slog.New(slog.NewTextHandler(lockedWriter{r}, &slog.HandlerOptions{ReplaceAttr: func(_ []string, a slog.Attr) slog.Attr {
-		if a.Key == slog.TimeKey {
+		if a.Key == slog.TimeKey || a.Key == "lock" || (a.Key == slog.LevelKey && a.Value.Any() == slog.LevelInfo) {
 			return slog.Attr{}
 		}
 		return a
@@ -208,15 +195,13 @@ func runLocal(ctx context.Context, out io.Writer, env map[string]string) (*repor
 		return nil, err
 	}
 	a.log = slog.New(slog.NewTextHandler(io.Discard, nil)) // invoke prints each response
-	// The function main passes to lambda.Start, behind the runtime's JSON.
-	r.handler = lambda.NewHandler(a.handle)
+	r.handler = lambda.NewHandler(a.handle)                // what lambda.Start wraps a.handle in
 	fmt.Fprintf(out, "function timeout %v per invocation; chatflow: Queue strategy, history on\n", invokeTimeout)
 
-	retries := map[string]string{}
 	fmt.Fprintln(out, "\nstep 1: one webhook at a time; Slack retries m1; nobody mentions the bot on the random thread")
 	m1 := hook("m1", eng, "U-ana", "@bot can you summarise this thread?")
 	r.invoke(ctx, "req-01", m1)
-	retries["req-02"] = r.invoke(ctx, "req-02", m1)
+	retries := []string{r.invoke(ctx, "req-02", m1)}
 	r.invoke(ctx, "req-03", hook("m2", ops, "U-bo", "@bot what is the deploy status?"))
 	r.invoke(ctx, "req-04", hook("m3", random, "U-cy", "lunch anyone?"))
 
@@ -242,7 +227,7 @@ func runLocal(ctx context.Context, out io.Writer, env map[string]string) (*repor
 		}(fmt.Sprintf("req-%02d", 6+i), w)
 	}
 	burst.Wait()
-	retries["req-11"] = r.invoke(ctx, "req-11", m6)
+	retries = append(retries, r.invoke(ctx, "req-11", m6))
 	close(r.gate)
 	<-slowDone
 
@@ -250,18 +235,25 @@ func runLocal(ctx context.Context, out io.Writer, env map[string]string) (*repor
 	defer r.mu.Unlock()
 	rep := &r.rep
 	check(ctx, state, r.calls, rep)
-	for req, st := range retries {
-		if st != "duplicate" {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("the retry %s was answered %q, want duplicate", req, st))
-		}
+	if strings.Join(retries, " ") != "duplicate duplicate" {
+		rep.Problems = append(rep.Problems, fmt.Sprintf("the platform's retries were answered %v, want duplicate", retries))
 	}
 	if rep.MaxInFlight > 1 {
 		rep.Problems = append(rep.Problems, fmt.Sprintf("%d handlers ran at once on one thread", rep.MaxInFlight))
 	}
-	printSummary(out, rep)
+	var res []string
+	for k, n := range rep.Results {
+		res = append(res, fmt.Sprintf("%d×%s", n, k))
+	}
+	sort.Strings(res)
+	fmt.Fprintf(out, "\nsummary (%s backend)\n  responses  %s\n", backend, strings.Join(res, ", "))
+	fmt.Fprintf(out, "  bot        %d handled by their own invocation, %d drained by the lock holder, %d ignored; at most %d at a time per thread\n",
+		rep.Bot["handled"], rep.Bot["drained"], rep.Bot["ignored"], rep.MaxInFlight)
 	if len(rep.Problems) > 0 {
+		fmt.Fprintf(out, "FAILED:\n  - %s\n", strings.Join(rep.Problems, "\n  - "))
 		return rep, errors.New(strings.Join(rep.Problems, "; "))
 	}
+	fmt.Fprintln(out, "OK: every message handled exactly once, one at a time per thread; retries answered duplicate; no lock or queue left")
 	return rep, nil
 }
 
@@ -287,7 +279,7 @@ func check(ctx context.Context, state *upstash.State, calls map[string]int, rep 
 			problem("%s history holds %d messages, want %d", th, len(seen), len(want))
 		}
 		var ts chatbot.ThreadState
-		if raw, err := state.Get(ctx, "thread-state:"+th); err != nil || (raw != nil && json.Unmarshal(raw, &ts) != nil) || ts.Handled != len(expect[th].handled) {
+		if raw, err := state.Get(ctx, chatflow.ThreadStateKey(th)); err != nil || (raw != nil && json.Unmarshal(raw, &ts) != nil) || ts.Handled != len(expect[th].handled) {
 			problem("%s state counts %d messages (%v), want %d", th, ts.Handled, err, len(expect[th].handled))
 		}
 		if depth, err := state.QueueDepth(ctx, th); err != nil || depth != 0 {
@@ -299,27 +291,6 @@ func check(ctx context.Context, state *upstash.State, calls map[string]int, rep 
 		} else if err := state.ReleaseLock(ctx, lock); err != nil {
 			problem("releasing the probe lock on %s: %v", th, err)
 		}
-	}
-}
-
-func printSummary(out io.Writer, rep *report) {
-	var res []string
-	for k, n := range rep.Results {
-		res = append(res, fmt.Sprintf("%d×%s", n, k))
-	}
-	sort.Strings(res)
-	b := rep.Bot
-	fmt.Fprintf(out, "\nsummary (%s backend)\n  responses  %s\n", rep.Backend, strings.Join(res, ", "))
-	fmt.Fprintf(out, "  bot        %d handled by their own invocation, %d drained by the lock holder, %d ignored; %d subscriptions\n",
-		b["handled"], b["drained"], b["ignored"], b["subscribed"])
-	fmt.Fprintf(out, "  threads    at most %d handler at a time per thread\n", rep.MaxInFlight)
-	if len(rep.Problems) == 0 {
-		fmt.Fprintln(out, "OK: every message handled exactly once, one at a time per thread; retries answered duplicate; no lock or queue left")
-		return
-	}
-	fmt.Fprintln(out, "FAILED:")
-	for _, p := range rep.Problems {
-		fmt.Fprintln(out, "  -", p)
 	}
 }
 
