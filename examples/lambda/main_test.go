@@ -433,3 +433,47 @@ func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
 		}
 	}
 }
+
+// TestRequestsPerWebhook pins the HTTP requests one webhook costs, scripts
+// loaded: chatflow's Admit and Finish for a handled one (plus the bot's
+// IsSubscribed, thread state read and write), Admit alone for a queued or
+// duplicate one.
+func TestRequestsPerWebhook(t *testing.T) {
+	t.Parallel()
+	srv := upstashtest.NewServer(t)
+	a := newTestApp(t, srv, srv.Token, &chatbot.Bot{})
+	const thread = "slack:C1:cost"
+	requests := func(w chatbot.Webhook, wantStatus int) int64 {
+		t.Helper()
+		before := srv.Stats().TotalRequests
+		if r := invoke(t, a, w, roomy); r.StatusCode != wantStatus {
+			t.Fatalf("%s: %d %s, want %d", w.MessageID, r.StatusCode, r.Body, wantStatus)
+		}
+		return srv.Stats().TotalRequests - before
+	}
+	requests(hookFor(thread, "m0", "@bot hi"), 200) // subscribes, loads the scripts
+	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := upstash.NewState(c).AcquireLock(context.Background(), thread, time.Minute)
+	if err != nil || other == nil {
+		t.Fatalf("taking the lock: %v, %v", other, err)
+	}
+	requests(hookFor(thread, "q0", "queued"), 202) // loads the enqueue path
+	got := map[string]int64{
+		"queued":    requests(hookFor(thread, "q1", "queued"), 202),
+		"duplicate": requests(hookFor(thread, "q1", "queued"), 200),
+	}
+	if err := upstash.NewState(c).ReleaseLock(context.Background(), other); err != nil {
+		t.Fatal(err)
+	}
+	requests(hookFor(thread, "d0", "drains q0 and q1"), 200)
+	got["handled"] = requests(hookFor(thread, "m1", "hello"), 200)
+	got["ignored"] = requests(hookFor("slack:C1:other", "m2", "hello"), 200)
+	got["mention"] = requests(hookFor("slack:C1:third", "m3", "@bot hi"), 200)
+	want := map[string]int64{"queued": 1, "duplicate": 1, "handled": 5, "ignored": 3, "mention": 6}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("requests per webhook %v, want %v", got, want)
+	}
+}
