@@ -316,11 +316,16 @@ func TestBudgetWithoutDeadline(t *testing.T) {
 	start := time.Now()
 	first := make(chan *httptest.ResponseRecorder, 1)
 	go func() { first <- post(h, webhook(thread, "m1", "@bot slow")) }()
-	<-started // m1's turn holds the lock; its hook waits for m2
+	var rec *httptest.ResponseRecorder
+	select {
+	case <-started: // m1's turn holds the lock; its hook waits for m2
+	case rec = <-first:
+		t.Fatalf("m1 answered %d %s before its turn reached the bot", rec.Code, rec.Body)
+	}
 	second := post(h, webhook(thread, "m2", "queued behind m1"))
 	close(queued)
 	wantAnswer(t, "m2", second, 202, "queued")
-	rec := <-first
+	rec = <-first
 	end := time.Now()
 	mu.Lock()
 	if !hasDeadline || !errors.Is(cause, context.DeadlineExceeded) {
