@@ -470,7 +470,7 @@ func (c *call) runQueued() error {
 	switch {
 	case errors.Is(err, upstash.ErrOutcomeUnknown):
 		inDoubt = true
-		c.log.Warn("chatflow: enqueue outcome unknown", "error", err)
+		c.log.Warn("chatflow: enqueue outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
 	case err != nil:
 		return fmt.Errorf("chatflow: enqueue on %q: %w", c.lockKey, err)
 	default:
@@ -549,6 +549,12 @@ func (c *call) requeueOwn() {
 	ctx, cancel := c.cleanupCtx()
 	defer cancel()
 	depth, err := c.f.state.Enqueue(ctx, c.lockKey, c.newEntry(c.own), c.f.s.maxQueue)
+	if errors.Is(err, upstash.ErrOutcomeUnknown) {
+		// Handle reports the message as not handled (the platform retries),
+		// and it may be queued as well.
+		c.log.Warn("chatflow: enqueue of the undelivered message outcome unknown: it may be queued, and after the platform's retry it may be handled twice", "error", err)
+		return
+	}
 	if err != nil {
 		c.log.Warn("chatflow: could not queue the undelivered message", "error", err)
 		return

@@ -57,8 +57,18 @@ func (c *call) handleFused() (Result, error) {
 		// lock Admit may have taken to Finish (which hands over whatever
 		// queued meanwhile), clear the marker and let the platform retry
 		// (the message may then be handled twice, never lost).
+		c.log.Warn("chatflow: admit outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
 		if ar.InDoubtLock != nil {
 			c.finishLoop(&lease{lock: ar.InDoubtLock, sent: sent, ttl: ttl})
+		}
+		if c.ownDelivered() {
+			// Admit had queued it after all, and this call's drain (after
+			// its Finish found the lock never taken) handed it over.
+			res.Status = StatusHandled
+			if c.ownErr != nil {
+				return *res, fmt.Errorf("chatflow: handler for %s: %w", m.ID, c.ownErr)
+			}
+			return *res, nil
 		}
 		c.unclaim(key)
 		return *res, fmt.Errorf("chatflow: admit %s: %w", m.ID, err)

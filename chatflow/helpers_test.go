@@ -204,17 +204,24 @@ type fusedHooks struct {
 }
 
 func (h *fusedHooks) Admit(ctx context.Context, req upstash.AdmitRequest) (upstash.AdmitResult, error) {
-	if err := h.enter(ctx, "Admit"); err != nil {
+	ctx, err := h.enter(ctx, "Admit")
+	if err != nil {
 		return upstash.AdmitResult{}, err
 	}
-	return h.f.Admit(ctx, req)
+	h.seen(ctx, "Admit:send", req, nil)
+	res, err := h.f.Admit(ctx, req)
+	h.seen(ctx, "Admit", res, err)
+	return res, err
 }
 
 func (h *fusedHooks) Finish(ctx context.Context, req upstash.FinishRequest) (upstash.FinishResult, error) {
-	if err := h.enter(ctx, "Finish"); err != nil {
+	ctx, err := h.enter(ctx, "Finish")
+	if err != nil {
 		return upstash.FinishResult{}, err
 	}
-	return h.f.Finish(ctx, req)
+	res, err := h.f.Finish(ctx, req)
+	h.seen(ctx, "Finish", res, err)
+	return res, err
 }
 
 // flow builds a Flow over the hooked state with the recorder as handler,
@@ -463,6 +470,10 @@ type hookState struct {
 	mu     sync.Mutex
 	counts map[string]int
 	before map[string]func(ctx context.Context) error
+	// observer, when set, sees every operation's outcome after the call
+	// (op "X"), and AcquireLock, ForceReleaseLock and Admit also before
+	// they are sent (op "X:send", res the lock key or the request).
+	observer func(ctx context.Context, op string, res any, err error)
 }
 
 func newHooks(st upstash.StateAdapter) *hookState {
@@ -485,78 +496,138 @@ func (h *hookState) count(op string) int {
 	return h.counts[op]
 }
 
-func (h *hookState) enter(ctx context.Context, op string) error {
+func (h *hookState) enter(ctx context.Context, op string) (context.Context, error) {
+	ctx = context.WithValue(ctx, opLabelKey{}, op)
 	h.mu.Lock()
 	h.counts[op]++
 	fn := h.before[op]
 	h.mu.Unlock()
 	if fn != nil {
-		return fn(ctx)
+		return ctx, fn(ctx)
 	}
-	return nil
+	return ctx, nil
+}
+
+// opLabelKey is the context key under which hookState names the operation
+// a request belongs to (read by the fault tap of lostreplies_test.go).
+type opLabelKey struct{}
+
+// opLabel is the operation hookState named in ctx, or "".
+func opLabel(ctx context.Context) string {
+	s, _ := ctx.Value(opLabelKey{}).(string)
+	return s
+}
+
+// seen calls the observer, if any, with an operation's outcome.
+func (h *hookState) seen(ctx context.Context, op string, res any, err error) {
+	h.mu.Lock()
+	fn := h.observer
+	h.mu.Unlock()
+	if fn != nil {
+		fn(ctx, op, res, err)
+	}
 }
 
 func (h *hookState) AcquireLock(ctx context.Context, id string, ttl time.Duration) (*upstash.Lock, error) {
-	if err := h.enter(ctx, "AcquireLock"); err != nil {
+	ctx, err := h.enter(ctx, "AcquireLock")
+	if err != nil {
 		return nil, err
 	}
-	return h.StateAdapter.AcquireLock(ctx, id, ttl)
+	h.seen(ctx, "AcquireLock:send", id, nil)
+	l, err := h.StateAdapter.AcquireLock(ctx, id, ttl)
+	h.seen(ctx, "AcquireLock", l, err)
+	return l, err
 }
 
 func (h *hookState) ReleaseLock(ctx context.Context, l *upstash.Lock) error {
-	if err := h.enter(ctx, "ReleaseLock"); err != nil {
+	ctx, err := h.enter(ctx, "ReleaseLock")
+	if err != nil {
 		return err
 	}
-	return h.StateAdapter.ReleaseLock(ctx, l)
+	err = h.StateAdapter.ReleaseLock(ctx, l)
+	h.seen(ctx, "ReleaseLock", nil, err)
+	return err
+}
+
+func (h *hookState) ForceReleaseLock(ctx context.Context, id string) error {
+	ctx, err := h.enter(ctx, "ForceReleaseLock")
+	if err != nil {
+		return err
+	}
+	h.seen(ctx, "ForceReleaseLock:send", id, nil)
+	err = h.StateAdapter.ForceReleaseLock(ctx, id)
+	h.seen(ctx, "ForceReleaseLock", id, err)
+	return err
 }
 
 func (h *hookState) ExtendLock(ctx context.Context, l *upstash.Lock, ttl time.Duration) (bool, error) {
-	if err := h.enter(ctx, "ExtendLock"); err != nil {
+	ctx, err := h.enter(ctx, "ExtendLock")
+	if err != nil {
 		return false, err
 	}
-	return h.StateAdapter.ExtendLock(ctx, l, ttl)
+	ok, err := h.StateAdapter.ExtendLock(ctx, l, ttl)
+	h.seen(ctx, "ExtendLock", ok, err)
+	return ok, err
 }
 
 func (h *hookState) Enqueue(ctx context.Context, id string, e upstash.QueueEntry, max int) (int, error) {
-	if err := h.enter(ctx, "Enqueue"); err != nil {
+	ctx, err := h.enter(ctx, "Enqueue")
+	if err != nil {
 		return 0, err
 	}
-	return h.StateAdapter.Enqueue(ctx, id, e, max)
+	n, err := h.StateAdapter.Enqueue(ctx, id, e, max)
+	h.seen(ctx, "Enqueue", n, err)
+	return n, err
 }
 
 func (h *hookState) Dequeue(ctx context.Context, id string) (*upstash.QueueEntry, error) {
-	if err := h.enter(ctx, "Dequeue"); err != nil {
+	ctx, err := h.enter(ctx, "Dequeue")
+	if err != nil {
 		return nil, err
 	}
-	return h.StateAdapter.Dequeue(ctx, id)
+	e, err := h.StateAdapter.Dequeue(ctx, id)
+	h.seen(ctx, "Dequeue", e, err)
+	return e, err
 }
 
 func (h *hookState) QueueDepth(ctx context.Context, id string) (int, error) {
-	if err := h.enter(ctx, "QueueDepth"); err != nil {
+	ctx, err := h.enter(ctx, "QueueDepth")
+	if err != nil {
 		return 0, err
 	}
-	return h.StateAdapter.QueueDepth(ctx, id)
+	n, err := h.StateAdapter.QueueDepth(ctx, id)
+	h.seen(ctx, "QueueDepth", n, err)
+	return n, err
 }
 
 func (h *hookState) SetIfNotExists(ctx context.Context, key string, v any, ttl time.Duration) (bool, error) {
-	if err := h.enter(ctx, "SetIfNotExists"); err != nil {
+	ctx, err := h.enter(ctx, "SetIfNotExists")
+	if err != nil {
 		return false, err
 	}
-	return h.StateAdapter.SetIfNotExists(ctx, key, v, ttl)
+	ok, err := h.StateAdapter.SetIfNotExists(ctx, key, v, ttl)
+	h.seen(ctx, "SetIfNotExists", ok, err)
+	return ok, err
 }
 
 func (h *hookState) Delete(ctx context.Context, key string) error {
-	if err := h.enter(ctx, "Delete"); err != nil {
+	ctx, err := h.enter(ctx, "Delete")
+	if err != nil {
 		return err
 	}
-	return h.StateAdapter.Delete(ctx, key)
+	err = h.StateAdapter.Delete(ctx, key)
+	h.seen(ctx, "Delete", key, err)
+	return err
 }
 
 func (h *hookState) AppendToList(ctx context.Context, key string, v any, o upstash.ListOptions) error {
-	if err := h.enter(ctx, "AppendToList"); err != nil {
+	ctx, err := h.enter(ctx, "AppendToList")
+	if err != nil {
 		return err
 	}
-	return h.StateAdapter.AppendToList(ctx, key, v, o)
+	err = h.StateAdapter.AppendToList(ctx, key, v, o)
+	h.seen(ctx, "AppendToList", key, err)
+	return err
 }
 
 // ---------------------------------------------------------------- logs

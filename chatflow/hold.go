@@ -242,6 +242,9 @@ func (c *call) putBack(items []item) {
 			if _, err = c.f.state.Enqueue(ctx, c.lockKey, *it.entry, c.f.s.maxQueue); err == nil || ctx.Err() != nil {
 				break
 			}
+			if errors.Is(err, upstash.ErrOutcomeUnknown) && try+1 < putBackAttempts {
+				c.log.Warn("chatflow: put-back outcome unknown, offering it again: the message may be queued twice, and it may be handled twice", "queued", it.m.ID, "error", err)
+			}
 		}
 		if err != nil {
 			c.log.Error("chatflow: could not put a message back on the queue: it is lost", "queued", it.m.ID, "error", err)

@@ -1,0 +1,673 @@
+package chatflow
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/chatstate/upstash"
+	"github.com/chatstate/upstash/upstashtest"
+)
+
+// The fault matrix of issue 12: every strategy and option, on the fused
+// path (Admit/Finish of *upstash.State) and on the 18 operations, under
+// random faults of every kind that matters to delivery: 503 answers and
+// connection resets (nothing ran) and lost replies (the command ran, its
+// reply never came back). The client retries little (two retries, a few
+// milliseconds apart), so that some operations fail on every attempt and
+// the flow meets outcomes it cannot know.
+//
+// What is counted, at the server and by the recorder (not from Handle's
+// returns alone):
+//   - every message is handled exactly once, except messages dropped by
+//     design (ErrLocked under Drop, DropNewest, a full queue trimming its
+//     oldest entry: at most one per enqueue that reported a full queue),
+//     and except what the flow logged as in doubt: each "may be handled
+//     twice" line allows one extra handling, each "may be lost" line (and
+//     each dedupe marker it could not clear) one missing message;
+//   - no two handlers at once on a lock key; under ConflictForce, a
+//     handler may overlap only holders whose lock was taken over after they
+//     asked for it; under Concurrent, never more than the cap per thread;
+//   - a turn that outlives a heartbeat either sees its lock extended or its
+//     context cancelled with ErrLockLost (ConflictForce's promise);
+//   - with history on, each admitted message is in its thread's history, at
+//     most once per delivery of its webhook;
+//   - after a sweep (Drain on every lock key, once stranded locks lapsed),
+//     no lock, no queue and no dead-letter list is left, and every handled
+//     message keeps its dedupe marker;
+//   - lost replies hit the operations of both paths (counted per operation
+//     by a tap in front of the server).
+
+// faultCase is one row of the matrix.
+type faultCase struct {
+	name     string
+	strategy Strategy
+	history  bool
+	force    bool      // Drop with ConflictForce
+	channel  bool      // ScopeChannel, two threads per channel
+	maxQueue int       // 0: 100
+	onFull   QueueFull // "": DropOldest
+}
+
+var faultMatrix = []faultCase{
+	{name: "queue", strategy: Queue, history: true},
+	{name: "queue-nohistory", strategy: Queue},
+	{name: "queue-dropnewest3", strategy: Queue, history: true, maxQueue: 3, onFull: DropNewest},
+	{name: "queue-dropoldest3", strategy: Queue, history: true, maxQueue: 3, onFull: DropOldest},
+	{name: "queue-channel", strategy: Queue, history: true, channel: true},
+	{name: "burst", strategy: Burst, history: true},
+	{name: "debounce", strategy: Debounce, history: true},
+	{name: "drop", strategy: Drop, history: true},
+	{name: "drop-force", strategy: Drop, history: true, force: true},
+	{name: "concurrent", strategy: Concurrent, history: true},
+}
+
+// lostReplyRate is the fault rate: a third each of 503, reset and lost
+// reply. With two retries, about one operation in 40 fails on every
+// attempt.
+const lostReplyRate = 0.3
+
+// Log lines that allow an extra handling or a missing message.
+const (
+	logTwice   = "may be handled twice"
+	logLost    = "may be lost"
+	logIsLost  = "it is lost"
+	logMarker  = "could not clear the dedupe marker"
+	logHistory = "history append outcome unknown"
+)
+
+func TestRandomFaultsLostReplies(t *testing.T) {
+	var mu sync.Mutex
+	total := map[string]map[upstashtest.Fault]int{} // "path/op" -> fault -> count
+	var summary []string
+	t.Run("matrix", func(t *testing.T) {
+		for i, fc := range faultMatrix {
+			for _, fused := range []bool{false, true} {
+				fc, fused, seed := fc, fused, int64(100+2*i)
+				if fused {
+					seed++
+				}
+				path := map[bool]string{false: "plain", true: "fused"}[fused]
+				t.Run(fc.name+"/"+path, func(t *testing.T) {
+					t.Parallel()
+					hits, line := runLostReplies(t, fc, fused, seed)
+					mu.Lock()
+					defer mu.Unlock()
+					summary = append(summary, line)
+					for op, byKind := range hits {
+						k := path + "/" + op
+						if total[k] == nil {
+							total[k] = map[upstashtest.Fault]int{}
+						}
+						for f, n := range byKind {
+							total[k][f] += n
+						}
+					}
+				})
+			}
+		}
+	})
+	if t.Failed() {
+		return
+	}
+	if n := heartbeats(); n > 0 {
+		t.Errorf("%d heartbeat goroutines alive after every call returned", n)
+	}
+	sort.Strings(summary)
+	t.Logf("matrix (config/path seed: webhooks, redeliveries, handled twice/allowed, missing/allowed, by design, faults):\n%s", strings.Join(summary, "\n"))
+	var ops []string
+	for k := range total {
+		ops = append(ops, k)
+	}
+	sort.Strings(ops)
+	var table []string
+	for _, k := range ops {
+		f := total[k]
+		table = append(table, fmt.Sprintf("%-28s status %3d reset %3d drop %3d", k, f[upstashtest.FaultStatus], f[upstashtest.FaultReset], f[upstashtest.FaultDrop]))
+	}
+	t.Logf("faults by operation (all configurations):\n%s", strings.Join(table, "\n"))
+	// Lost replies must have hit every operation that writes on each path.
+	for _, k := range []string{
+		"fused/Admit", "fused/Finish", "fused/ExtendLock",
+		"plain/SetIfNotExists", "plain/AppendToList", "plain/AcquireLock", "plain/Enqueue",
+		"plain/Dequeue", "plain/ReleaseLock", "plain/ExtendLock",
+	} {
+		if total[k][upstashtest.FaultDrop] == 0 {
+			t.Errorf("no lost reply hit %s", k)
+		}
+	}
+}
+
+// faultWatch follows what the hooks see: successful extends per call,
+// takeovers per lock key and the takeover count each call's latest lock
+// request saw, and enqueues that reported a full queue.
+type faultWatch struct {
+	mu        sync.Mutex
+	changed   chan struct{} // closed and replaced on every extend
+	extends   map[int64]int
+	takeovers map[string]int
+	epoch     map[int64]int
+	fullSeen  int
+	maxQueue  int
+}
+
+type callKey struct{}
+
+func callOf(ctx context.Context) int64 {
+	id, _ := ctx.Value(callKey{}).(int64)
+	return id
+}
+
+func (w *faultWatch) observe(ctx context.Context, op string, res any, err error) {
+	call := callOf(ctx)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	switch op {
+	case "AcquireLock:send":
+		w.epoch[call] = w.takeovers[res.(string)]
+	case "ForceReleaseLock:send":
+		// Counted before it is sent: the holder it forces out asked for
+		// its lock before.
+		w.takeovers[res.(string)]++
+	case "Admit:send":
+		if req := res.(upstash.AdmitRequest); req.ThreadID != "" {
+			w.epoch[call] = w.takeovers[req.ThreadID]
+		}
+	case "Admit":
+		r := res.(upstash.AdmitResult)
+		if err == nil && r.TookOver && r.Lock != nil {
+			w.takeovers[r.Lock.ThreadID]++
+			w.epoch[call] = w.takeovers[r.Lock.ThreadID]
+		}
+		if err == nil && r.Queued && r.QueueDepth >= w.maxQueue {
+			w.fullSeen++
+		}
+	case "Enqueue":
+		if n := res.(int); err == nil && n >= w.maxQueue {
+			w.fullSeen++
+		}
+	case "ExtendLock":
+		if ok := res.(bool); err == nil && ok {
+			w.extends[call]++
+			close(w.changed)
+			w.changed = make(chan struct{})
+		}
+	}
+}
+
+// waitExtends waits until call's heartbeat extended its lock n times or
+// ctx ends; it reports whether the extends came.
+func (w *faultWatch) waitExtends(ctx context.Context, call int64, n int) bool {
+	for {
+		w.mu.Lock()
+		got, ch := w.extends[call], w.changed
+		w.mu.Unlock()
+		if got >= n {
+			return true
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
+	}
+}
+
+// faultTap names the operation of every request (a header set by its
+// transport from the hooks' context label) and, in front of the server,
+// counts the injected faults by operation: a 503, a connection closed
+// before the body was read (reset) or after (lost reply).
+type faultTap struct {
+	base http.RoundTripper
+	mu   sync.Mutex
+	hits map[string]map[upstashtest.Fault]int
+}
+
+const tapHeader = "X-Chatflow-Test-Op"
+
+func (ft *faultTap) RoundTrip(req *http.Request) (*http.Response, error) {
+	op := opLabel(req.Context())
+	if op == "" {
+		op = "other"
+	}
+	r := req.Clone(req.Context())
+	r.Header.Set(tapHeader, op)
+	return ft.base.RoundTrip(r)
+}
+
+func (ft *faultTap) front(inner http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		op := r.Header.Get(tapHeader)
+		if strings.HasSuffix(r.URL.Path, "/pipeline") {
+			op += "+batch" // an auto-pipelined batch, named after its leader
+		}
+		body := &readFlag{ReadCloser: r.Body}
+		r.Body = body
+		tw := &tapWriter{ResponseWriter: w}
+		inner.ServeHTTP(tw, r)
+		var kind upstashtest.Fault
+		switch {
+		case tw.hijacked && body.read.Load():
+			kind = upstashtest.FaultDrop
+		case tw.hijacked:
+			kind = upstashtest.FaultReset
+		case tw.status == http.StatusServiceUnavailable:
+			kind = upstashtest.FaultStatus
+		default:
+			return
+		}
+		ft.mu.Lock()
+		defer ft.mu.Unlock()
+		if ft.hits[op] == nil {
+			ft.hits[op] = map[upstashtest.Fault]int{}
+		}
+		ft.hits[op][kind]++
+	})
+}
+
+// readFlag is a request body that remembers whether it was read.
+type readFlag struct {
+	io.ReadCloser
+	read atomic.Bool
+}
+
+func (b *readFlag) Read(p []byte) (int, error) {
+	b.read.Store(true)
+	return b.ReadCloser.Read(p)
+}
+
+type tapWriter struct {
+	http.ResponseWriter
+	status   int
+	hijacked bool
+}
+
+func (w *tapWriter) WriteHeader(code int) {
+	w.status = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *tapWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	w.hijacked = true
+	return w.ResponseWriter.(http.Hijacker).Hijack()
+}
+
+// runLostReplies runs one configuration on one path and returns the
+// faults the tap counted by operation and a summary line.
+func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[string]map[upstashtest.Fault]int, string) {
+	srv := upstashtest.NewServer(t, upstashtest.WithSeed(seed))
+	tap := &faultTap{base: http.DefaultTransport.(*http.Transport).Clone(), hits: map[string]map[upstashtest.Fault]int{}}
+	front := httptest.NewServer(tap.front(srv.Handler()))
+	t.Cleanup(front.Close)
+	t.Cleanup(tap.base.(*http.Transport).CloseIdleConnections)
+	client, err := upstash.New(upstash.Config{URL: front.URL, Token: srv.Token},
+		upstash.WithTransport(tap),
+		upstash.WithRetry(upstash.RetryPolicy{MaxRetries: 2, MinBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := upstash.NewState(client)
+	e := &env{t: t, srv: srv, state: state, hooks: newHooks(state), rec: newRecorder(), clock: newFakeClock(), logs: &logCounter{}, fused: fused}
+	e.rec.delay = 3 * time.Millisecond // long enough for webhooks to meet a busy lock
+
+	maxQueue := fc.maxQueue
+	if maxQueue == 0 {
+		maxQueue = 100
+	}
+	watch := &faultWatch{changed: make(chan struct{}), extends: map[int64]int{}, takeovers: map[string]int{}, epoch: map[int64]int{}, maxQueue: maxQueue}
+	e.hooks.observer = watch.observe
+
+	opts := []Option{
+		WithStrategy(fc.strategy), WithMaxQueueSize(maxQueue), WithDebounce(20 * time.Millisecond),
+		WithLockTTL(3 * time.Second), WithLogger(slog.New(e.logs)),
+	}
+	if fc.history {
+		opts = append(opts, WithHistory(HistoryOptions{}))
+	}
+	if fc.force {
+		opts = append(opts, WithOnLockConflict(ConflictForce))
+	}
+	if fc.channel {
+		opts = append(opts, WithLockScope(ScopeChannel))
+	}
+	if fc.onFull != "" {
+		opts = append(opts, WithOnQueueFull(fc.onFull))
+	}
+	const maxConcurrent = 2
+	if fc.strategy == Concurrent {
+		opts = append(opts, WithMaxConcurrent(maxConcurrent))
+	}
+
+	// The handler: the recorder, behind a check that a handler starting on
+	// a lock key overlaps only holders forced out (ConflictForce).
+	var (
+		runMu     sync.Mutex
+		running   = map[string]map[int64]int{} // lock key -> call -> turns running
+		forcedOut []string
+		badForce  []string
+	)
+	handler := func(ctx context.Context, turn *Turn) error {
+		if turn.LockKey == "" || !fc.force {
+			return e.rec.handle(ctx, turn)
+		}
+		call := callOf(ctx)
+		runMu.Lock()
+		watch.mu.Lock()
+		for other, n := range running[turn.LockKey] {
+			if n == 0 || other == call {
+				continue
+			}
+			// Allowed when either was forced out: its lock was taken over
+			// after it asked for it (the late one may be the forced-out
+			// holder, whose lock request's reply came back late).
+			if t := watch.takeovers[turn.LockKey]; watch.epoch[other] < t || watch.epoch[call] < t {
+				forcedOut = append(forcedOut, fmt.Sprintf("%s: call %d overlaps forced-out call %d", turn.LockKey, call, other))
+			} else {
+				badForce = append(badForce, fmt.Sprintf("%s: call %d (latest %s) overlaps call %d, whose lock was not taken over", turn.LockKey, call, turn.Message.ID, other))
+			}
+		}
+		watch.mu.Unlock()
+		if running[turn.LockKey] == nil {
+			running[turn.LockKey] = map[int64]int{}
+		}
+		running[turn.LockKey][call]++
+		runMu.Unlock()
+		defer func() {
+			runMu.Lock()
+			running[turn.LockKey][call]--
+			runMu.Unlock()
+		}()
+		return e.rec.handle(ctx, turn)
+	}
+
+	// One message of each thread is slow: its turn lasts until its lock
+	// was extended twice (a heartbeat every second) or its context ends.
+	var (
+		slowMu    sync.Mutex
+		slowDone  = map[string]bool{}
+		slowTurns []string
+		slowBad   []string
+	)
+	if fc.strategy != Concurrent {
+		e.rec.also = func(ctx context.Context, turn *Turn) {
+			slow := false
+			slowMu.Lock()
+			for _, m := range append([]*Message{turn.Message}, turn.Skipped...) {
+				if strings.HasSuffix(m.ID, "-2") && !slowDone[m.ID] {
+					slowDone[m.ID], slow = true, true
+				}
+			}
+			slowMu.Unlock()
+			if !slow {
+				return
+			}
+			extended := watch.waitExtends(ctx, callOf(ctx), 2)
+			cause := context.Cause(ctx)
+			slowMu.Lock()
+			defer slowMu.Unlock()
+			switch {
+			case extended:
+				slowTurns = append(slowTurns, "extended")
+			case errors.Is(cause, ErrLockLost):
+				slowTurns = append(slowTurns, "lock lost")
+			default:
+				slowBad = append(slowBad, fmt.Sprintf("slow turn of %s ended by %v, neither extended nor ErrLockLost", turn.Message.ID, cause))
+			}
+		}
+	}
+
+	f, err := New(e.adapter(), handler, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if (f.fused != nil) != fused {
+		t.Fatalf("flow on the fused path: %v, want %v", f.fused != nil, fused)
+	}
+	base := bg(t)
+	var calls atomic.Int64
+	callCtx := func() context.Context { return context.WithValue(base, callKey{}, calls.Add(1)) }
+
+	threads := []string{"slack:C0:1.0", "slack:C1:1.0", "slack:C2:1.0"}
+	if fc.channel {
+		threads = []string{"slack:C0:1.0", "slack:C0:2.0", "slack:C1:1.0", "slack:C1:2.0"}
+	}
+	const perThread, workers, maxDeliveries = 8, 6, 50
+	var all []*Message
+	for i := 0; i < perThread; i++ {
+		for j, th := range threads {
+			all = append(all, msg(fmt.Sprintf("m%d-%d", j, i), th))
+		}
+	}
+	srv.SetFaultRate(lostReplyRate, upstashtest.FaultStatus, upstashtest.FaultReset, upstashtest.FaultDrop)
+
+	var mu sync.Mutex
+	final := map[string]error{}
+	status := map[string]Status{}
+	deliveries := map[string]int{}
+	jobs := make(chan *Message)
+	var wg sync.WaitGroup
+	for w := 0; w < workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for m := range jobs {
+				var err error
+				var res Result
+				for attempt := 0; attempt < maxDeliveries; attempt++ {
+					mu.Lock()
+					deliveries[m.ID]++
+					mu.Unlock()
+					if res, err = f.Handle(callCtx(), "slack", m); err == nil || errors.Is(err, ErrLocked) {
+						break
+					}
+				}
+				mu.Lock()
+				final[m.ID], status[m.ID] = err, res.Status
+				mu.Unlock()
+			}
+		}()
+	}
+	for _, m := range all {
+		jobs <- m
+	}
+	close(jobs)
+	wg.Wait()
+	srv.ClearFaults()
+	faults := srv.Stats().Faults
+
+	// A sweep, as a scheduled Drain would: what a lock whose release (or
+	// Finish) failed holds back is drained once it lapses (3 s TTL).
+	lockKeys := map[string]bool{}
+	for _, th := range threads {
+		lockKeys[f.LockKey(th)] = true
+	}
+	if fc.strategy != Concurrent {
+		for key := range lockKeys {
+			deadline := time.Now().Add(waitLimit)
+			for {
+				res, err := f.Drain(callCtx(), key)
+				if err == nil && res.Status != StatusBusy {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("sweep: %s still busy after %v (%+v, %v)", key, waitLimit, res, err)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		}
+	}
+
+	// Delivery, counted by the recorder.
+	twice, lost := e.logs.containing(logTwice), e.logs.containing(logLost)+e.logs.containing(logIsLost)+e.logs.containing(logMarker)
+	extra, missing, trimmed, byDesign, redelivered := 0, 0, 0, 0, 0
+	for _, m := range all {
+		err, st, n := final[m.ID], status[m.ID], e.rec.count(m.ID)
+		if deliveries[m.ID] > 1 {
+			redelivered++
+		}
+		switch {
+		case errors.Is(err, ErrLocked):
+			byDesign++
+			if fc.strategy != Drop || n != 0 {
+				t.Errorf("%s: dropped (%v) but handled %d times", m.ID, err, n)
+			}
+		case err != nil:
+			t.Errorf("%s: still failing after %d deliveries: %v", m.ID, maxDeliveries, err)
+		case st == StatusDropped:
+			byDesign++
+			if fc.onFull != DropNewest || n != 0 {
+				t.Errorf("%s: dropped by a full queue but handled %d times", m.ID, n)
+			}
+		case n == 0 && st == StatusQueued && fc.maxQueue > 0:
+			trimmed++ // the queue's drop-oldest trimming (checked below)
+		case n == 0:
+			missing++
+			t.Logf("%s never handled (last status %q, %d deliveries)", m.ID, st, deliveries[m.ID])
+		case n > 1:
+			extra += n - 1
+			t.Logf("%s handled %d times (%d deliveries)", m.ID, n, deliveries[m.ID])
+		}
+	}
+	if extra > twice {
+		t.Errorf("%d extra handlings, but only %d logged doubts (%q)", extra, twice, logTwice)
+	}
+	if missing > lost {
+		t.Errorf("%d messages never handled, but only %d logged losses", missing, lost)
+	}
+	watch.mu.Lock()
+	fullSeen := watch.fullSeen
+	watch.mu.Unlock()
+	if trimmed > fullSeen+twice+lost {
+		t.Errorf("%d queued messages never handled, but only %d enqueues found the queue full", trimmed, fullSeen)
+	}
+
+	// Never two handlers at once.
+	switch {
+	case fc.strategy == Concurrent:
+		for _, th := range threads {
+			if p := e.rec.peakOf(th); p > maxConcurrent {
+				t.Errorf("%s: %d handlers at once, cap %d", th, p, maxConcurrent)
+			}
+		}
+	case fc.force:
+		runMu.Lock()
+		for _, b := range badForce {
+			t.Error(b)
+		}
+		runMu.Unlock()
+	default:
+		e.rec.assertNoOverlap(t)
+	}
+	slowMu.Lock()
+	for _, b := range slowBad {
+		t.Error(b)
+	}
+	slowSummary := fmt.Sprint(len(slowTurns), " slow turns ", countStrings(slowTurns))
+	slowMu.Unlock()
+
+	// History: every admitted message is in its thread's history, at most
+	// once per delivery of its webhook.
+	if fc.history {
+		counts := map[string]int{}
+		for _, th := range threads {
+			items, err := state.GetList(base, HistoryKey(th))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, raw := range items {
+				var m Message
+				if err := json.Unmarshal(raw, &m); err != nil {
+					t.Fatalf("history of %s: %v", th, err)
+				}
+				if m.ThreadID != th {
+					t.Errorf("history of %s holds %s of %s", th, m.ID, m.ThreadID)
+				}
+				counts[m.ID]++
+			}
+		}
+		gaps := 0
+		for _, m := range all {
+			if counts[m.ID] > deliveries[m.ID] {
+				t.Errorf("%s is %d times in the history after %d deliveries", m.ID, counts[m.ID], deliveries[m.ID])
+			}
+			if counts[m.ID] == 0 && (final[m.ID] == nil || errors.Is(final[m.ID], ErrLocked)) {
+				gaps++
+			}
+		}
+		if allowed := e.logs.containing(logHistory) + lost + e.logs.containing("admit outcome unknown"); gaps > allowed {
+			t.Errorf("%d admitted messages missing from the history, %d allowed by logged doubts", gaps, allowed)
+		}
+	}
+
+	// Nothing left locked or queued, and handled messages keep their
+	// dedupe marker (a platform's late retry stays a duplicate).
+	for _, pattern := range []string{"chat-sdk:lock:*", "chat-sdk:queue:*", "chat-sdk:queue-corrupt:*"} {
+		if k := e.keys(pattern); len(k) > 0 {
+			t.Errorf("left after the sweep: %v", k)
+		}
+	}
+	unmarked := 0
+	for _, m := range all {
+		if e.rec.count(m.ID) == 0 {
+			continue
+		}
+		if v, err := srv.Do("EXISTS", "chat-sdk:cache:"+DedupeKey("slack", m.ID)); err != nil {
+			t.Fatal(err)
+		} else if v.(int64) != 1 {
+			unmarked++
+		}
+	}
+	if allowed := e.logs.containing("dedupe outcome unknown") + e.logs.containing("admit outcome unknown") + lost; unmarked > allowed {
+		t.Errorf("%d handled messages without a dedupe marker, %d allowed by logged doubts", unmarked, allowed)
+	}
+
+	// The faults reached the server, lost replies included, and the tap
+	// saw each of them.
+	tap.mu.Lock()
+	hits := tap.hits
+	tap.mu.Unlock()
+	tapped := map[upstashtest.Fault]int{}
+	for _, byKind := range hits {
+		for k, n := range byKind {
+			tapped[k] += n
+		}
+	}
+	if faults[upstashtest.FaultStatus]+faults[upstashtest.FaultReset]+faults[upstashtest.FaultDrop] == 0 {
+		t.Error("no fault was injected")
+	}
+	for _, k := range []upstashtest.Fault{upstashtest.FaultStatus, upstashtest.FaultReset, upstashtest.FaultDrop} {
+		if int64(tapped[k]) != faults[k] {
+			t.Errorf("tap counted %d %v faults, the server %d", tapped[k], k, faults[k])
+		}
+	}
+	path := map[bool]string{false: "plain", true: "fused"}[fused]
+	line := fmt.Sprintf("%-18s %s seed %d: %d webhooks, %d redelivered, twice %d/%d, missing %d/%d, by design %d (trimmed %d), %s, faults %v, forced-out overlaps %d",
+		fc.name, path, seed, len(all), redelivered, extra, twice, missing, lost, byDesign, trimmed, slowSummary, faults, len(forcedOut))
+	t.Log(line)
+	if t.Failed() || testing.Verbose() && os.Getenv("CHATFLOW_FLOW_LOG") != "" {
+		t.Logf("flow log:\n%s", e.logs.dump())
+	}
+	return hits, line
+}
+
+func countStrings(ss []string) map[string]int {
+	out := map[string]int{}
+	for _, s := range ss {
+		out[s]++
+	}
+	return out
+}
