@@ -29,10 +29,15 @@ type backend struct {
 
 	mr *miniredis.Miniredis // embedded only
 
-	// clock keeps miniredis TTLs running in real time.
-	clockMu   sync.Mutex
-	lastTick  time.Time
-	clockRuns bool
+	// The clock keeps miniredis TTLs running in real time (see tick).
+	clockMu   sync.Mutex   // held while the clock is moved
+	clockBase time.Time    // origin of lastTick, with its monotonic reading
+	lastTick  atomic.Int64 // the wall-clock time the clock was last moved to, in ns since clockBase
+	now       func() time.Time
+	// For tests: the number of times the clock was moved, and a hook run
+	// before tick waits for clockMu.
+	clockMoves    atomic.Int64
+	hookClockWait func()
 
 	proc     *exec.Cmd     // private redis-server only
 	procDone chan struct{} // closed when proc has been waited for
@@ -43,12 +48,20 @@ type backend struct {
 // redisServerHint is appended to errors about a missing redis-server.
 const redisServerHint = "install it (apt-get install -y redis-server) or use the embedded backend"
 
+// testHookClock, when set by a test, is the wall clock of the embedded
+// backends created from then on.
+var testHookClock atomic.Pointer[func() time.Time]
+
 func newEmbeddedBackend() (*backend, error) {
 	mr := miniredis.NewMiniRedis()
 	if err := mr.StartAddr("127.0.0.1:0"); err != nil {
 		return nil, fmt.Errorf("upstashtest: starting embedded miniredis: %w", err)
 	}
-	b := &backend{addr: mr.Addr(), mr: mr, lastTick: time.Now(), clockRuns: true}
+	now := time.Now
+	if hook := testHookClock.Load(); hook != nil {
+		now = *hook
+	}
+	b := &backend{addr: mr.Addr(), mr: mr, clockBase: now(), now: now}
 	b.pool = newPool("redis://" + b.addr)
 	return b, nil
 }
@@ -229,19 +242,77 @@ func (b *backend) ping(ctx context.Context) error {
 	return err
 }
 
-// tick advances the miniredis clock by the wall-clock time elapsed since
-// the previous tick, so that TTLs expire in real time.
-func (b *backend) tick() {
+// clockStep is how far the embedded backend's clock may lag behind the
+// wall clock when a request that does not need it exact runs (see tick).
+const clockStep = 5 * time.Millisecond
+
+// tick moves the miniredis clock on to the wall clock, so that TTLs expire
+// in real time. miniredis keeps each TTL as the time left, and its
+// FastForward walks (and sorts) every key: moving the clock before every
+// request cost more the more keys there were (a quarter of the CPU of the
+// stress suite). Unless exact is set, tick therefore leaves the clock
+// alone when it was moved to a time less than clockStep before this call
+// (for this request or one that came just before), so a request runs with
+// the clock at most clockStep behind the time it reached tick: a key can
+// be seen up to clockStep after its TTL ran out, PTTL inside a script can
+// read up to clockStep high, and a TTL a script sets runs out up to
+// clockStep early (requests whose commands set or read a TTL move the
+// clock exactly: see exactClockCommands). Requests
+// that arrive while the clock is being moved wait for it, and do not move
+// it again. With exact, the clock is moved to now whatever the lag.
+func (b *backend) tick(exact bool) {
 	if b.mr == nil {
 		return
 	}
+	arrived := int64(b.now().Sub(b.clockBase))
+	if !exact && arrived-b.lastTick.Load() < int64(clockStep) {
+		return
+	}
+	if b.hookClockWait != nil {
+		b.hookClockWait()
+	}
 	b.clockMu.Lock()
 	defer b.clockMu.Unlock()
-	now := time.Now()
-	if d := now.Sub(b.lastTick); d > 0 {
-		b.mr.FastForward(d)
+	last := b.lastTick.Load()
+	if !exact && arrived-last < int64(clockStep) {
+		return // moved while this request waited
 	}
-	b.lastTick = now
+	now := int64(b.now().Sub(b.clockBase))
+	if now > last {
+		b.mr.FastForward(time.Duration(now - last))
+		b.lastTick.Store(now)
+		b.clockMoves.Add(1)
+	}
+}
+
+// exactClockCommands are the commands whose reply shows the time left
+// before a key or field expires, or that set it: a request holding one
+// moves the embedded clock exactly (see tick), so that its reply is exact
+// and a TTL it sets starts from now (a TTL set while the clock lags would
+// run out up to that lag early). SET counts when it has an expiry option.
+var exactClockCommands = setOf(
+	"TTL", "PTTL", "EXPIRETIME", "PEXPIRETIME", "HTTL", "HPTTL", "HEXPIRETIME", "HPEXPIRETIME",
+	"EXPIRE", "PEXPIRE", "EXPIREAT", "PEXPIREAT", "SETEX", "PSETEX", "GETEX",
+	"HEXPIRE", "HPEXPIRE", "HEXPIREAT", "HPEXPIREAT", "RESTORE",
+)
+
+// needsExactClock reports whether one of cmds needs the exact clock (see
+// exactClockCommands).
+func needsExactClock(cmds []command) bool {
+	for _, c := range cmds {
+		if exactClockCommands[c.name] {
+			return true
+		}
+		if c.name == "SET" {
+			for _, a := range c.args[min(len(c.args), 2):] {
+				switch strings.ToUpper(string(a)) {
+				case "EX", "PX", "EXAT", "PXAT":
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // do runs cmds pipelined on one connection and returns one reply per

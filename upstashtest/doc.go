@@ -24,10 +24,17 @@
 //		srv.FastForward(time.Minute)           // TTLs (embedded backend only)
 //	}
 //
-// The embedded backend expires keys in real time: before each request the
-// miniredis clock is moved on by the wall-clock time elapsed since the
-// previous one, so a key SET with PX 100 is gone 100 ms later, as on Redis.
-// FastForward adds to that.
+// The embedded backend expires keys in real time: before a request the
+// miniredis clock is moved on to the wall clock, so a key SET with PX 100
+// is gone 100 ms later, as on Redis. FastForward adds to that. As moving
+// miniredis's clock walks every key, a request skips it while the clock
+// lags the wall clock by less than 5 ms: such a request can see a key up
+// to 5 ms after its TTL ran out, a TTL that a script sets can run out up
+// to 5 ms early, and PTTL inside a script can read up to 5 ms high.
+// Requests with a command that reads or sets a TTL (TTL, PTTL, EXPIRETIME,
+// EXPIRE, SET with EX or PX, SETEX, GETEX, ... and their hash-field
+// forms), Do and FastForward move the clock exactly. These bounds add to
+// the time a request waits for the backend, which the clock never covered.
 //
 // Faults apply per HTTP request, in arrival order: FailNext, ResetNext and
 // DropResponseNext queue deterministic faults, SetLatency delays every

@@ -244,7 +244,7 @@ func (s *Server) runSingle(cmd command, readOnly, b64 bool) response {
 	if text := checkCommand(cmd.name, cmd.args, readOnly); text != "" {
 		return errorResponse(http.StatusBadRequest, text)
 	}
-	s.be.tick()
+	s.be.tick(needsExactClock([]command{cmd}))
 	replies, err := s.exec([]command{cmd})
 	if err != nil {
 		return s.backendFailure(err)
@@ -271,7 +271,7 @@ func (s *Server) runPipeline(cmds []command, readOnly, b64 bool) response {
 	}
 	wrote := false
 	if len(run) > 0 {
-		s.be.tick()
+		s.be.tick(needsExactClock(run))
 		replies, err := s.exec(run)
 		if err != nil {
 			return s.backendFailure(err)
@@ -293,7 +293,7 @@ func (s *Server) runMulti(cmds []command, readOnly, b64 bool) response {
 			return errorResponse(http.StatusBadRequest, text)
 		}
 	}
-	s.be.tick()
+	s.be.tick(needsExactClock(cmds))
 	replies, queueErr, err := s.execMulti(cmds)
 	if err != nil {
 		return s.backendFailure(err)

@@ -20,7 +20,13 @@ func post(t *testing.T, s *Server, args ...interface{}) (int, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := http.NewRequest(http.MethodPost, s.URL, strings.NewReader(string(body)))
+	return postPath(t, s, "/", string(body))
+}
+
+// postPath posts body to path on s and returns the status and body.
+func postPath(t *testing.T, s *Server, path, body string) (int, string) {
+	t.Helper()
+	r, err := http.NewRequest(http.MethodPost, s.URL+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}

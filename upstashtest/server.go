@@ -298,13 +298,14 @@ func (s *Server) RedisAddr() string { return s.be.addr }
 func (s *Server) Embedded() bool { return s.be.mr != nil }
 
 // FastForward moves the embedded Redis clock forward by d, expiring keys
-// whose TTL runs out, on top of the real time that passes anyway. It
-// returns an error on a real Redis.
+// whose TTL runs out, on top of the real time that passes anyway (the
+// clock is first brought exactly to the wall clock). It returns an error
+// on a real Redis.
 func (s *Server) FastForward(d time.Duration) error {
 	if s.be.mr == nil {
 		return errNotEmbedded
 	}
-	s.be.tick()
+	s.be.tick(true)
 	s.be.mr.FastForward(d)
 	return nil
 }
@@ -324,7 +325,7 @@ func (s *Server) FlushAll() error {
 func (s *Server) Do(cmd string, args ...interface{}) (interface{}, error) {
 	ctx, cancel := context.WithTimeout(s.ctx, 30*time.Second)
 	defer cancel()
-	s.be.tick()
+	s.be.tick(true)
 	c, err := s.be.pool.GetContext(ctx)
 	if err != nil {
 		return nil, err
