@@ -76,7 +76,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 			t.Errorf("%s: %d messages stranded in a queue", r.Client, r.Stranded)
 		}
 		if r.Client != clientGoChatflow {
-			if r.CallsPerHandled != nil || r.HandedTwice != nil {
+			if r.CallsPerRequest != nil || r.HandedTwice != nil {
 				t.Errorf("%s: calls by outcome or messages handed twice counted: %+v", r.Client, r)
 			}
 			continue

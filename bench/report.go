@@ -118,6 +118,15 @@ type throughputRecord struct {
 	HandedTwice     *int     `json:"handed_twice,omitempty"`
 }
 
+// callsPer prints calls per webhook of an outcome, "n/a" when the runs had
+// no webhook with that outcome (older result files hold 0 there).
+func (t throughputRecord) callsPer(v *float64, webhooks int) string {
+	if webhooks == 0 {
+		return "n/a"
+	}
+	return fmtPtr(v, "%.2f")
+}
+
 // dropped is the queued messages neither drained nor left in a queue: the
 // ones the 10-entry queue cap pushed out.
 func (t throughputRecord) dropped() int { return t.Queued - t.Drained - t.Stranded }
@@ -200,7 +209,12 @@ func (t *throughputRecord) fill(s, node []sample) {
 		t.VsNode = ptr(round(median(ratios), 2))
 	}
 	if counted {
-		per := func(status string, n int) *float64 { return ptr(round(float64(calls[status])/float64(max(n, 1)), 2)) }
+		per := func(status string, n int) *float64 {
+			if n == 0 {
+				return nil // no such webhook in the runs
+			}
+			return ptr(round(float64(calls[status])/float64(n), 2))
+		}
 		t.CallsPerHandled = per(string(flow.Handled), t.Handled)
 		t.CallsPerQueued = per(string(flow.Queued), t.Queued)
 		t.CallsPerDuplicate = per(string(flow.Duplicate), t.Duplicates)
@@ -378,7 +392,7 @@ func fmtInt(v *int) string {
 // hasCalls reports whether a throughput record has state calls by outcome.
 func (r *report) hasCalls() bool {
 	for _, t := range r.Throughput {
-		if t.CallsPerHandled != nil {
+		if t.CallsPerRequest != nil {
 			return true
 		}
 	}
@@ -440,9 +454,9 @@ func (r *report) writeText(w io.Writer) {
 			tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
 			fmt.Fprintln(tw, "latency\tcallers\tclient\tper handled\tper message it handed over\tper queued\tper duplicate\tcalls per HTTP request\tHTTP requests per webhook\t")
 			for _, t := range r.Throughput {
-				if t.CallsPerHandled != nil {
-					fmt.Fprintf(tw, "%d ms\t%d\t%s\t%.2f\t%s\t%.2f\t%.2f\t%s\t%s\t\n", t.LatencyMS, t.Callers, t.Client,
-						*t.CallsPerHandled, fmtPtr(t.CallsPerMessage, "%.2f"), *t.CallsPerQueued, *t.CallsPerDuplicate,
+				if t.CallsPerRequest != nil {
+					fmt.Fprintf(tw, "%d ms\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n", t.LatencyMS, t.Callers, t.Client, t.callsPer(t.CallsPerHandled, t.Handled),
+						fmtPtr(t.CallsPerMessage, "%.2f"), t.callsPer(t.CallsPerQueued, t.Queued), t.callsPer(t.CallsPerDuplicate, t.Duplicates),
 						fmtPtr(t.CallsPerRequest, "%.2f"), fmtPtr(t.RequestsPerWebhook, "%.2f"))
 				}
 			}
@@ -531,9 +545,9 @@ func (r *report) writeMarkdown(w io.Writer) {
 			fmt.Fprintln(w, "\n| latency | callers | client | state calls per handled webhook (its drain included) | per message it handed over | per queued | per duplicate | calls per HTTP request | HTTP requests per webhook |")
 			fmt.Fprintln(w, "|---:|---:|---|---:|---:|---:|---:|---:|---:|")
 			for _, t := range r.Throughput {
-				if t.CallsPerHandled != nil {
-					fmt.Fprintf(w, "| %d ms | %d | %s | %.2f | %s | %.2f | %.2f | %s | %s |\n", t.LatencyMS, t.Callers, t.Client,
-						*t.CallsPerHandled, fmtPtr(t.CallsPerMessage, "%.2f"), *t.CallsPerQueued, *t.CallsPerDuplicate,
+				if t.CallsPerRequest != nil {
+					fmt.Fprintf(w, "| %d ms | %d | %s | %s | %s | %s | %s | %s | %s |\n", t.LatencyMS, t.Callers, t.Client, t.callsPer(t.CallsPerHandled, t.Handled),
+						fmtPtr(t.CallsPerMessage, "%.2f"), t.callsPer(t.CallsPerQueued, t.Queued), t.callsPer(t.CallsPerDuplicate, t.Duplicates),
 						fmtPtr(t.CallsPerRequest, "%.2f"), fmtPtr(t.RequestsPerWebhook, "%.2f"))
 				}
 			}
