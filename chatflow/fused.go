@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/chatstate/upstash"
 )
@@ -181,6 +182,7 @@ func (c *call) finishLoop(l *lease) {
 // and the lease kept for it. When Finish fails, the lock is released with
 // the single operations and the queue looked at as on the plain path.
 func (c *call) finish(l *lease) (item, *lease) {
+	unknown := 0
 	for {
 		ctx, cancel := c.cleanupCtx()
 		ttl := c.leaseTTL()
@@ -191,6 +193,14 @@ func (c *call) finish(l *lease) (item, *lease) {
 		case errors.Is(err, upstash.ErrLockNotHeld):
 			c.log.Warn("chatflow: lock lost before finishing", "error", err)
 			return c.retake()
+		case errors.Is(err, upstash.ErrOutcomeUnknown) && unknown+1 < releaseAttempts && (!c.bounded || time.Until(c.hard) > minCleanup):
+			// Sent again (a new operation): if the first one ran, it
+			// released the lock (this one then finds it gone) or popped an
+			// entry whose reply is lost (this one pops the next one or
+			// releases); otherwise this one does what it did not.
+			unknown++
+			c.log.Error("chatflow: finish outcome unknown, finishing again: one queued message may be lost", "error", err)
+			continue
 		case errors.Is(err, upstash.ErrOutcomeUnknown):
 			c.log.Error("chatflow: finish outcome unknown: the lock lapses at its TTL and one queued message may be lost", "error", err)
 			return item{}, nil

@@ -24,6 +24,11 @@ const maxDequeueFailures = 3
 // was unknown may queue it twice: handled twice rather than lost.
 const putBackAttempts = 3
 
+// releaseAttempts is how often a release, or a Finish whose outcome is
+// unknown, is sent before the lock is left to lapse at its TTL (blocking
+// its thread until then).
+const releaseAttempts = 3
+
 // minRetry is the least wait before another extend after one failed.
 const minRetry = 100 * time.Millisecond
 
@@ -59,7 +64,15 @@ func (c *call) held(l *lease, fn func(ctx context.Context)) {
 func (c *call) release(l *lease) {
 	ctx, cancel := c.cleanupCtx()
 	defer cancel()
-	if err := c.f.state.ReleaseLock(ctx, l.lock); err != nil {
+	var err error
+	for try := 0; try < releaseAttempts; try++ {
+		// Sent again after any failure: a release only deletes the lock
+		// under its own token, so a repeat of one that ran does nothing.
+		if err = c.f.state.ReleaseLock(ctx, l.lock); err == nil || ctx.Err() != nil {
+			break
+		}
+	}
+	if err != nil {
 		c.log.Warn("chatflow: release failed; the lock lapses at its TTL", "error", err)
 	}
 }

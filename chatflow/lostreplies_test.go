@@ -402,6 +402,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		slowTurns []string
 		slowBad   []string
 	)
+	board := &jobBoard{changed: make(chan struct{}), started: map[string]bool{}}
 	if fc.strategy != Concurrent {
 		e.rec.also = func(ctx context.Context, turn *Turn) {
 			slow := false
@@ -409,6 +410,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 			for _, m := range append([]*Message{turn.Message}, turn.Skipped...) {
 				if strings.HasSuffix(m.ID, "-2") && !slowDone[m.ID] {
 					slowDone[m.ID], slow = true, true
+					board.update(func() { board.started[m.ID] = true })
 				}
 			}
 			slowMu.Unlock()
@@ -447,9 +449,13 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	}
 	const perThread, workers, maxDeliveries = 8, 6, 50
 	var all []*Message
+	gateOf := map[string]string{} // message -> the slow message it waits for
 	for i := 0; i < perThread; i++ {
 		for j, th := range threads {
 			all = append(all, msg(fmt.Sprintf("m%d-%d", j, i), th))
+			if i > 2 {
+				gateOf[all[len(all)-1].ID] = fmt.Sprintf("m%d-2", j)
+			}
 		}
 	}
 	srv.SetFaultRate(lostReplyRate, upstashtest.FaultStatus, upstashtest.FaultReset, upstashtest.FaultDrop)
@@ -465,6 +471,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		go func() {
 			defer wg.Done()
 			for m := range jobs {
+				board.update(func() { board.inflight++ })
 				var err error
 				var res Result
 				for attempt := 0; attempt < maxDeliveries; attempt++ {
@@ -478,10 +485,18 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 				mu.Lock()
 				final[m.ID], status[m.ID] = err, res.Status
 				mu.Unlock()
+				board.update(func() { board.inflight-- })
 			}
 		}()
 	}
 	for _, m := range all {
+		if fc.maxQueue > 0 && gateOf[m.ID] != "" {
+			// With a small queue, a thread's later messages come while its
+			// slow turn holds the lock, so that they overflow the queue
+			// (or, when nothing is in flight any more, the slow turn is not
+			// coming: its message failed or was lost).
+			board.wait(func() bool { return board.started[gateOf[m.ID]] || board.inflight == 0 })
+		}
 		jobs <- m
 	}
 	close(jobs)
@@ -553,6 +568,9 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	watch.mu.Unlock()
 	if trimmed > fullSeen+twice+lost {
 		t.Errorf("%d queued messages never handled, but only %d enqueues found the queue full", trimmed, fullSeen)
+	}
+	if fc.maxQueue > 0 && byDesign+trimmed == 0 {
+		t.Errorf("the queue of %d never overflowed (%s): the option was not exercised", fc.maxQueue, fc.onFull)
 	}
 
 	// Never two handlers at once.
@@ -662,6 +680,36 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		t.Logf("flow log:\n%s", e.logs.dump())
 	}
 	return hits, line
+}
+
+// jobBoard is what the job dispatcher waits on: the slow turns started
+// and the webhooks in flight.
+type jobBoard struct {
+	mu       sync.Mutex
+	changed  chan struct{} // closed and replaced on every update
+	started  map[string]bool
+	inflight int
+}
+
+func (b *jobBoard) update(fn func()) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	fn()
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// wait blocks until cond (called with the board locked) holds.
+func (b *jobBoard) wait(cond func() bool) {
+	for {
+		b.mu.Lock()
+		ok, ch := cond(), b.changed
+		b.mu.Unlock()
+		if ok {
+			return
+		}
+		<-ch
+	}
 }
 
 func countStrings(ss []string) map[string]int {
