@@ -63,6 +63,22 @@
 // in doubt is reported as an error so the platform retries, which may
 // queue the message twice.
 //
+// On *upstash.State a write whose reply is lost (or answered 5xx, or cut
+// by a reset) is sent again under its operation id and applied once, so an
+// outcome is unknown only when every attempt of the client's retry policy
+// failed. The flow logs each such doubt (WithLogger) with what it may
+// cost: "may be handled twice" for an enqueue, an admission or a put-back
+// in doubt (the message may be queued and also retried); "may be lost" for
+// a take off the queue in doubt (a Dequeue, or a Finish that popped the
+// next entry: its reply is gone and so is the entry), and likewise when a
+// message taken off the queue cannot be put back or a dedupe marker cannot
+// be cleared (the platform's retry is then taken for a duplicate). A
+// dedupe claim in doubt may leave a handled message without its marker.
+// With history on, a webhook delivered again after an error appends its
+// message again. Apart from these and the drops by design (ErrLocked, a
+// full queue, an entry past its TTL), chatflow's fault tests find every
+// message handled exactly once, counting handlings against these lines.
+//
 // # Fused operations
 //
 // When the adapter also implements upstash.FusedAdapter (*upstash.State
@@ -73,9 +89,11 @@
 // live entry and otherwise pops the next one and keeps the lock for it. A
 // handled webhook is then 2 HTTP requests under Queue and Drop (3 under
 // Debounce and Burst, whose window ends with a look at the queue), a
-// queued, dropped or duplicate one is 1. Both operations are idempotent
-// by operation id, so a lost reply is replayed, not lost. Other adapters
-// get the same semantics from the 18 operations, in more requests.
+// queued, dropped or duplicate one is 1. Both operations carry an
+// operation id, so a lost reply is replayed, not applied twice (only when
+// every attempt fails is the outcome unknown: see Delivery). Other
+// adapters get the same semantics from the 18 operations, in more
+// requests.
 //
 // The stranded message of the TypeScript core (vercel/chat#928: B finds
 // the lock busy, the holder takes its last empty look at the queue and
@@ -89,8 +107,10 @@
 // What the 18 operations cannot prevent: an acquire whose outcome stays
 // unknown leaves a lock that nobody releases until its TTL, and messages
 // queued behind it wait for the next message or for Flow.Drain (a
-// scheduled sweep can call it). On both paths, a write whose every
-// attempt failed (upstash.ErrOutcomeUnknown) is handled as Delivery says.
+// scheduled sweep can call it). The same holds on both paths for a lock
+// whose release (or Finish) failed three times in a row. On both paths, a
+// write whose every attempt failed (upstash.ErrOutcomeUnknown) is handled
+// as Delivery says.
 //
 // # Sharing threads with TypeScript bots
 //
