@@ -315,6 +315,11 @@ func needsExactClock(cmds []command) bool {
 	return false
 }
 
+// testHookBackendSend, when set by a test, sees the commands of each
+// request as they are sent to the backend (the MULTI around a transaction
+// left out).
+var testHookBackendSend atomic.Pointer[func([]command)]
+
 // do runs cmds pipelined on one connection and returns one reply per
 // command (a redis.Error for a command error). The error is a connection
 // problem.
@@ -325,6 +330,9 @@ func (b *backend) do(ctx context.Context, cmds []command) ([]interface{}, error)
 	}
 	defer c.Close()
 	send, fix := b.fixups(cmds)
+	if hook := testHookBackendSend.Load(); hook != nil {
+		(*hook)(send)
+	}
 	replies, err := sendAll(ctx, c, send)
 	if err != nil {
 		return nil, err
@@ -393,6 +401,9 @@ func (b *backend) multiExec(ctx context.Context, cmds []command) (replies []inte
 	}
 	defer c.Close()
 	send, fix := b.fixups(cmds)
+	if hook := testHookBackendSend.Load(); hook != nil {
+		(*hook)(send)
+	}
 	queued, err := sendAll(ctx, c, append([]command{{name: "MULTI"}}, send...))
 	if err != nil {
 		return nil, "", err

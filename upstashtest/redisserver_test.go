@@ -26,21 +26,41 @@ func post(t *testing.T, s *Server, args ...interface{}) (int, string) {
 // postPath posts body to path on s and returns the status and body.
 func postPath(t *testing.T, s *Server, path, body string) (int, string) {
 	t.Helper()
+	status, got, err := sendRaw(s, path, body)
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	return status, got
+}
+
+// postPathErr is postPath for another goroutine: an error is status 0
+// with the error's text.
+func postPathErr(s *Server, path, body string) (int, string) {
+	status, got, err := sendRaw(s, path, body)
+	if err != nil {
+		return 0, err.Error()
+	}
+	return status, got
+}
+
+// sendRaw posts body to path on s over a connection of its own.
+func sendRaw(s *Server, path, body string) (int, string, error) {
 	r, err := http.NewRequest(http.MethodPost, s.URL+path, strings.NewReader(body))
 	if err != nil {
-		t.Fatal(err)
+		return 0, "", err
 	}
 	r.Header.Set("Authorization", "Bearer "+s.Token)
+	r.Close = true
 	res, err := s.Client().Do(r)
 	if err != nil {
-		t.Fatal(err)
+		return 0, "", err
 	}
 	defer res.Body.Close()
 	b, err := io.ReadAll(res.Body)
 	if err != nil {
-		t.Fatal(err)
+		return 0, "", err
 	}
-	return res.StatusCode, string(b)
+	return res.StatusCode, string(b), nil
 }
 
 // TestRedisServerPortTakenByAnotherRedis gives the private redis-server a
