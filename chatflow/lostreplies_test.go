@@ -161,6 +161,7 @@ type faultWatch struct {
 	extends   map[int64]int
 	takeovers map[string]int
 	epoch     map[int64]int
+	takeOver  map[int64]string // call -> lock key its Admit may take over
 	fullSeen  int
 	maxQueue  int
 }
@@ -186,9 +187,17 @@ func (w *faultWatch) observe(ctx context.Context, op string, res any, err error)
 	case "Admit:send":
 		if req := res.(upstash.AdmitRequest); req.ThreadID != "" {
 			w.epoch[call] = w.takeovers[req.ThreadID]
+			if req.TakeOver {
+				w.takeOver[call] = req.ThreadID
+			}
 		}
 	case "Admit":
 		r := res.(upstash.AdmitResult)
+		if key := w.takeOver[call]; err != nil && key != "" {
+			// It may have taken the lock over: its holder may be forced
+			// out while a later holder runs.
+			w.takeovers[key]++
+		}
 		if err == nil && r.TookOver && r.Lock != nil {
 			w.takeovers[r.Lock.ThreadID]++
 			w.epoch[call] = w.takeovers[r.Lock.ThreadID]
@@ -328,7 +337,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	if maxQueue == 0 {
 		maxQueue = 100
 	}
-	watch := &faultWatch{changed: make(chan struct{}), extends: map[int64]int{}, takeovers: map[string]int{}, epoch: map[int64]int{}, maxQueue: maxQueue}
+	watch := &faultWatch{changed: make(chan struct{}), extends: map[int64]int{}, takeovers: map[string]int{}, epoch: map[int64]int{}, takeOver: map[int64]string{}, maxQueue: maxQueue}
 	e.hooks.observer = watch.observe
 
 	opts := []Option{
