@@ -131,7 +131,7 @@ func TestHarnessEndToEnd(t *testing.T) {
 		}
 		if hr := p.HandlerRequests; (p.Client == clientGoChatflow) != (hr != nil) ||
 			(hr != nil && (*hr != 2 || *p.Handled-*hr != 2)) {
-			t.Errorf("%s profile: handler's requests %v in %v handled; want 2 of 4 for go-chatflow, none elsewhere", p.Client, hr, *p.Handled)
+			t.Errorf("%s profile: handler's requests %s in %v handled; want 2 of 4 for go-chatflow, none elsewhere", p.Client, fmtPtr(hr, "%.0f"), *p.Handled)
 		}
 	}
 	for i, c := range []string{clientGoCalls, clientGoFused, clientGoChatflow} {
