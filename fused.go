@@ -176,6 +176,13 @@ type FinishRequest struct {
 	Set []CacheWrite
 	// Append lists the list items to append, in order; nil: none.
 	Append []ListAppend
+	// Take is the most live entries Finish pops when the queue holds any:
+	// 0 (the zero value) or 1 pops one, handed over in Next; n > 1 pops up
+	// to n, the oldest in Next and the others in FinishResult.More, all
+	// under the one kept lock (a drain that hands a batch over at once).
+	// Expired and unreadable entries discarded on the way do not count.
+	// Negative values are refused.
+	Take int
 }
 
 // FinishResult says what Finish did when the lock was held.
@@ -185,12 +192,26 @@ type FinishResult struct {
 	// the caller handles it, then calls Finish again. nil: the queue held
 	// no live entry and the lock was released.
 	Next *QueueEntry
+	// More holds the other live entries popped with Next when
+	// FinishRequest.Take is above 1, oldest first (at most Take − 1 of
+	// them; fewer when the queue held fewer): the lock is kept for them as
+	// for Next, and what is left stays queued. nil when only Next was
+	// popped, and always when Take is 0 or 1.
+	More []QueueEntry
 	// Expired counts the expired entries (ExpiresAt before now) popped
 	// and discarded on the way.
 	Expired int
 	// DeadLettered counts the unreadable entries moved on the way to the
 	// dead-letter list {p}:queue-corrupt:{threadID}, as Dequeue moves them.
 	DeadLettered int
+	// DeadLetterErr is nil, or reports that entries popped along with Next
+	// and More but that Go cannot decode were perhaps not moved to the
+	// dead-letter list: the follow-up request that moves them failed (it
+	// matches that request's error, ErrOutcomeUnknown say), and they are
+	// not counted in DeadLettered. Such an entry then stays only in the
+	// operation's record until that expires. Everything else in the result
+	// holds: Next and More are popped, and the lock is kept for them.
+	DeadLetterErr error
 }
 
 // The fused scripts.
@@ -427,38 +448,44 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult,
 //  3. Release-or-next on {p}:queue:{ThreadID}: entries whose ExpiresAt is
 //     before now (the State's clock) are popped and discarded and
 //     unreadable ones moved to the dead-letter list, as Dequeue does,
-//     until a live entry is found. It is popped and returned in Next, and
-//     the lock is kept and extended to LockTTL from now. When no live entry
-//     is left, the lock is deleted. Deciding and releasing in one atomic
-//     step closes vercel/chat#928: an entry another client queues (Admit or
-//     Enqueue) is either seen here, or queued after the release, when that
-//     client can take the lock itself.
+//     while live entries are popped until the queue is empty or Take of
+//     them are (one for a Take of 0). The oldest is returned in Next and
+//     the others, with Take above 1, in More, and the lock is kept and
+//     extended to LockTTL from now. When no live entry is left, the lock
+//     is deleted. Deciding and releasing in one atomic step closes
+//     vercel/chat#928: an entry another client queues (Admit or Enqueue)
+//     is either seen here, or queued after the release, when that client
+//     can take the lock itself.
 //
-// Call it again with Next handled (and its own writes) until Next is nil.
-// Stop KeepLockAlive on the lock first: Finish updates Lock.ExpiresAt
-// when it keeps the lock.
+// Call it again with Next (and More) handled, and its own writes, until
+// Next is nil. Stop KeepLockAlive on the lock first: Finish updates
+// Lock.ExpiresAt when it keeps the lock.
 //
 // Finish carries an operation id (see State): after a lost reply, a reset
 // or a 503 it is sent again, and the repeat applies nothing and returns the
-// recorded result, the popped entry included, so no entry is lost to a lost
-// reply. When every attempt failed, the error matches ErrOutcomeUnknown:
-// the writes and the release-or-next were applied once or not at all (an
-// entry popped then stays in the record, unread, as with Dequeue; the
-// lock, if kept, lapses after LockTTL).
+// recorded result, every popped entry included, so no entry is lost to a
+// lost reply. When every attempt failed, the error matches
+// ErrOutcomeUnknown: the writes and the release-or-next were applied once
+// or not at all (entries popped then stay in the record, unread, as with
+// Dequeue; the lock, if kept, lapses after LockTTL).
 //
 // An entry whose expiresAt the script can read but Go cannot decode (not
 // JSON, not valid UTF-8) is moved to the dead-letter list by a follow-up
-// request, which also goes on with release-or-next; DeadLettered counts
-// it. (Should the lock be lost in between, the follow-up still moves the
-// entry, and the error matches ErrLockNotHeld although the writes were
-// applied.) Invalid arguments are refused with ErrInvalidArgument before
-// any request.
+// request, counted in DeadLettered and left out of Next and More. When
+// every entry popped was such an entry, the follow-up also goes on with
+// release-or-next (popping up to Take entries again); should the lock be
+// lost in between, the follow-up still moves the entries, and the error
+// matches ErrLockNotHeld although the writes were applied. When decodable
+// entries were popped too, the follow-up only moves the others, Finish
+// returns the decodable ones, and a failure of the follow-up is reported
+// in DeadLetterErr, not as Finish's error. Invalid arguments are refused
+// with ErrInvalidArgument before any request.
 func (s *State) Finish(ctx context.Context, req FinishRequest) (FinishResult, error) {
 	res, err := s.finish(ctx, req)
 	return res, opError("Finish", err)
 }
 
-// finishArgs is finish.lua's arguments from ARGV[6] on, and its keys from
+// finishArgs is finish.lua's arguments from ARGV[9] on, and its keys from
 // the writes on.
 func (s *State) finishArgs(req FinishRequest) (keys []string, args []any, err error) {
 	keys = make([]string, 0, len(req.Set)+len(req.Append))
@@ -514,77 +541,165 @@ func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, er
 	if err := checkTTL(lock.ThreadID, ttl); err != nil {
 		return res, err
 	}
+	if req.Take < 0 {
+		return res, fmt.Errorf("%w: thread %q: negative Take %d", ErrInvalidArgument, lock.ThreadID, req.Take)
+	}
+	take := strconv.Itoa(max(req.Take, 1))
 	writeKeys, writeArgs, err := s.finishArgs(req)
 	if err != nil {
 		return res, err
 	}
-	base := []string{s.lockKey(lock.ThreadID), s.fenceKey(lock.ThreadID), s.queueKey(lock.ThreadID), s.deadLetterKey(lock.ThreadID)}
-	prevOp := "" // the operation whose entry could not be decoded
+	prevOp, bad := "", "" // a request all of whose entries Go could not decode, and their positions
 	for {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		id, err := newOpID()
-		if err != nil {
-			return res, err
-		}
-		keys := append([]string{s.opKey(id)}, base...)
-		args := []any{msArg(opRecordTTL(ctx)), lock.Token, msArg(ttl), strconv.FormatInt(s.now().UnixMilli(), 10), msArg(deadLetterTTL)}
+		id := ""
+		var keys []string
+		var args []any
 		if prevOp == "" {
+			id, keys, args, err = s.finishCall(ctx, lock, ttl, take, "0", "", "")
 			keys = append(keys, writeKeys...)
-			args = append(args, "0")
 			args = append(args, writeArgs...)
 		} else {
-			// A follow-up: no writes (they were applied), the bad entry
-			// moved from prevOp's record.
-			keys = append(keys, s.opKey(prevOp))
-			args = append(args, "1", "0", "0")
+			// A follow-up: no writes (they were applied), the bad entries
+			// moved from prevOp's record, then release-or-next again.
+			id, keys, args, err = s.finishCall(ctx, lock, ttl, take, "1", prevOp, bad)
+			args = append(args, "0", "0")
 		}
-		before := s.now()
-		v, err := finishScript.Run(ctx, s.c, keys, args...)
-		if err = inDoubt(err); err != nil {
-			return res, err
-		}
-		r, err := opReply(v, "finish")
 		if err != nil {
 			return res, err
 		}
-		kind, expired, dead, raw, ok := parseFinish(r)
-		if !ok {
-			return res, protocolErrorf("finish script replied %q", truncate(r, 40))
+		before := s.now()
+		kind, expired, dead, raws, err := s.runFinish(ctx, keys, args)
+		if err != nil {
+			return res, err
 		}
 		res.Expired += expired
 		res.DeadLettered += dead
 		switch kind {
 		case 'h':
 			if prevOp != "" {
-				return res, fmt.Errorf("%w: thread %q: lost after the writes were applied, while an unreadable entry was moved", ErrLockNotHeld, lock.ThreadID)
+				return res, fmt.Errorf("%w: thread %q: lost after the writes were applied, while unreadable entries were moved", ErrLockNotHeld, lock.ThreadID)
 			}
 			return res, fmt.Errorf("%w: thread %q: nothing was written", ErrLockNotHeld, lock.ThreadID)
 		case 'r':
 			return res, nil
+		case 'd':
+			return res, protocolErrorf("finish script replied kind d to a request that does not only move entries")
 		}
 		lock.ExpiresAt = msFloor(before.Add(ttl))
-		var e QueueEntry
-		if utf8.Valid(raw) && json.Unmarshal(raw, &e) == nil {
-			res.Next = &e
-			return res, nil
+		var good []QueueEntry
+		var positions []string
+		for i, raw := range raws {
+			var e QueueEntry
+			if utf8.Valid(raw) && json.Unmarshal(raw, &e) == nil {
+				good = append(good, e)
+			} else {
+				positions = append(positions, strconv.Itoa(i+1))
+			}
 		}
-		prevOp = id
+		bad = strings.Join(positions, ",")
+		if len(good) == 0 {
+			prevOp = id
+			continue
+		}
+		res.Next = &good[0]
+		if len(good) > 1 {
+			res.More = good[1:]
+		}
+		if bad != "" {
+			moved, err := s.deadLetterPopped(ctx, lock, ttl, take, id, bad)
+			res.DeadLettered += moved
+			res.DeadLetterErr = wrapf(err, "Finish: moving %d unreadable entries to the dead-letter list", len(positions))
+		}
+		return res, nil
 	}
 }
 
-// parseFinish splits finish.lua's reply kind:expired:dead:entry.
-func parseFinish(r string) (kind byte, expired, dead int, entry []byte, ok bool) {
-	parts := strings.SplitN(r, ":", 4)
-	if len(parts) != 4 || len(parts[0]) != 1 || !strings.Contains("nrh", parts[0]) {
+// finishCall is a finish.lua call with a fresh operation id, up to its
+// writes: the keys (with KEYS[6] = prevOp's record when there is a
+// follow-up) and ARGV[1] to ARGV[8].
+func (s *State) finishCall(ctx context.Context, lock *Lock, ttl time.Duration, take, followUp, prevOp, positions string) (id string, keys []string, args []any, err error) {
+	id, err = newOpID()
+	if err != nil {
+		return "", nil, nil, err
+	}
+	keys = []string{s.opKey(id), s.lockKey(lock.ThreadID), s.fenceKey(lock.ThreadID), s.queueKey(lock.ThreadID), s.deadLetterKey(lock.ThreadID)}
+	if prevOp != "" {
+		keys = append(keys, s.opKey(prevOp))
+	}
+	args = []any{msArg(opRecordTTL(ctx)), lock.Token, msArg(ttl), strconv.FormatInt(s.now().UnixMilli(), 10), msArg(deadLetterTTL), take, followUp, positions}
+	return id, keys, args, nil
+}
+
+// runFinish runs finish.lua and parses its reply.
+func (s *State) runFinish(ctx context.Context, keys []string, args []any) (kind byte, expired, dead int, entries [][]byte, err error) {
+	v, err := finishScript.Run(ctx, s.c, keys, args...)
+	if err = inDoubt(err); err != nil {
+		return 0, 0, 0, nil, err
+	}
+	r, err := opReply(v, "finish")
+	if err != nil {
+		return 0, 0, 0, nil, err
+	}
+	kind, expired, dead, entries, ok := parseFinish(r)
+	if !ok {
+		return 0, 0, 0, nil, protocolErrorf("finish script replied %q", truncate(r, 40))
+	}
+	return kind, expired, dead, entries, nil
+}
+
+// deadLetterPopped moves the entries at positions (from 1, separated by
+// commas) of operation prevOp's record to the dead-letter list, in a
+// follow-up request of its own that does nothing else, and returns how
+// many it moved.
+func (s *State) deadLetterPopped(ctx context.Context, lock *Lock, ttl time.Duration, take, prevOp, positions string) (int, error) {
+	if err := ctx.Err(); err != nil {
+		return 0, err
+	}
+	_, keys, args, err := s.finishCall(ctx, lock, ttl, take, "2", prevOp, positions)
+	if err != nil {
+		return 0, err
+	}
+	kind, _, dead, _, err := s.runFinish(ctx, keys, append(args, "0", "0"))
+	if err != nil {
+		return 0, err
+	}
+	if kind != 'd' {
+		return 0, protocolErrorf("finish script replied kind %q to a request that only moves entries", string(kind))
+	}
+	return dead, nil
+}
+
+// parseFinish splits finish.lua's reply
+// kind:expired:dead:count:(length:entry)*.
+func parseFinish(r string) (kind byte, expired, dead int, entries [][]byte, ok bool) {
+	parts := strings.SplitN(r, ":", 5)
+	if len(parts) != 5 || len(parts[0]) != 1 || !strings.Contains("nrhd", parts[0]) {
 		return 0, 0, 0, nil, false
 	}
-	var err1, err2 error
-	expired, err1 = strconv.Atoi(parts[1])
-	dead, err2 = strconv.Atoi(parts[2])
-	if err1 != nil || err2 != nil || (parts[0] == "n") != (parts[3] != "") {
+	count, err1 := strconv.Atoi(parts[3])
+	expired, err2 := strconv.Atoi(parts[1])
+	dead, err3 := strconv.Atoi(parts[2])
+	if err1 != nil || err2 != nil || err3 != nil || count < 0 || expired < 0 || dead < 0 || (parts[0] == "n") != (count > 0) {
 		return 0, 0, 0, nil, false
 	}
-	return parts[0][0], expired, dead, []byte(parts[3]), true
+	rest := parts[4]
+	for i := 0; i < count; i++ {
+		colon := strings.IndexByte(rest, ':')
+		if colon <= 0 {
+			return 0, 0, 0, nil, false
+		}
+		n, err := strconv.Atoi(rest[:colon])
+		if err != nil || n < 0 || n > len(rest)-colon-1 {
+			return 0, 0, 0, nil, false
+		}
+		entries = append(entries, []byte(rest[colon+1:colon+1+n]))
+		rest = rest[colon+1+n:]
+	}
+	if rest != "" {
+		return 0, 0, 0, nil, false
+	}
+	return parts[0][0], expired, dead, entries, true
 }
