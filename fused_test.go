@@ -702,6 +702,7 @@ func TestFinishInvalidArguments(t *testing.T) {
 		"empty list key":    {Lock: l, LockTTL: time.Minute, Append: []upstash.ListAppend{{Value: 1}}},
 		"negative MaxLen":   {Lock: l, LockTTL: time.Minute, Append: []upstash.ListAppend{{Key: "l", Value: 1, Options: upstash.ListOptions{MaxLength: -1}}}},
 		"negative list TTL": {Lock: l, LockTTL: time.Minute, Append: []upstash.ListAppend{{Key: "l", Value: 1, Options: upstash.ListOptions{TTL: -1}}}},
+		"negative Take":     {Lock: l, LockTTL: time.Minute, Take: -1},
 	}
 	env.srv.ResetStats()
 	for name, req := range cases {
@@ -1028,7 +1029,11 @@ func fusedCases() []fusedCase {
 		if res.Next != nil {
 			next = string(res.Next.Message)
 		}
-		return fmt.Sprintf("next=%s expired=%d dead=%d", next, res.Expired, res.DeadLettered), nil
+		more := ""
+		for _, e := range res.More {
+			more += " more=" + string(e.Message)
+		}
+		return fmt.Sprintf("next=%s%s expired=%d dead=%d", next, more, res.Expired, res.DeadLettered), nil
 	}
 	req := upstash.AdmitRequest{
 		DedupeKey: "dedupe:m", DedupeTTL: time.Hour, CheckSubscription: "t", ThreadID: "t", LockTTL: time.Hour,
@@ -1145,6 +1150,33 @@ func fusedCases() []fusedCase {
 				}
 			},
 		},
+		{
+			name: "Finish takes several",
+			setup: func(t *testing.T, env stateEnv) *upstash.Lock {
+				mustDo(t, env.client, "RPUSH", "chat-sdk:list:h", `"a"`)
+				mustDo(t, env.client, "RPUSH", "chat-sdk:queue:t", entryJSON("old", 1), entryJSON("b", farFuture), `{"message":1}`,
+					entryJSON("c", farFuture), entryJSON("d", farFuture), entryJSON("e", farFuture))
+				return hold(t, env)
+			},
+			run: func(ctx context.Context, s *upstash.State, l *upstash.Lock) (string, error) {
+				req := finishReq(l)
+				req.Take = 3
+				return finishText(s.Finish(ctx, req))
+			},
+			want: `next="b" more="c" more="d" expired=1 dead=1`, // every popped entry is handed over by the retry
+			check: func(t *testing.T, env stateEnv) {
+				historyOnce(t, env)
+				if items := queueItems(t, env.client, "t"); len(items) != 1 || !strings.Contains(items[0], `"e"`) {
+					t.Errorf("queue = %q, want only e: popped once", items)
+				}
+				if dead := rawStrings(t, env.client, "LRANGE", "chat-sdk:queue-corrupt:t", 0, -1); len(dead) != 1 {
+					t.Errorf("dead-letter list = %q, want the unreadable entry once", dead)
+				}
+				if got := rawString(t, env.client, "GET", "chat-sdk:lock:t"); got != fixedLock.Token {
+					t.Error("the lock is not kept")
+				}
+			},
+		},
 	}
 }
 
@@ -1231,6 +1263,13 @@ func TestFusedEveryAttemptFails(t *testing.T) {
 // requests failing in every way and a client that retries enough: the
 // same guarantees as without faults.
 func TestFusedUnderRandomFaults(t *testing.T) {
+	t.Run("Take 1", func(t *testing.T) { fusedUnderRandomFaults(t, 0) })
+	t.Run("Take 3", func(t *testing.T) { fusedUnderRandomFaults(t, 3) })
+}
+
+// fusedUnderRandomFaults is TestFusedUnderRandomFaults with the holders'
+// Finish popping up to take entries at once.
+func fusedUnderRandomFaults(t *testing.T, take int) {
 	srv := upstashtest.NewServer(t, upstashtest.WithSeed(11))
 	c := clientOf(t, srv.URL, srv.Token, upstash.WithRetry(upstash.RetryPolicy{MaxRetries: 10, MinBackoff: time.Millisecond, MaxBackoff: 20 * time.Millisecond}))
 	s := upstash.NewState(c)
@@ -1238,6 +1277,7 @@ func TestFusedUnderRandomFaults(t *testing.T) {
 	const n = 40
 	handled := map[string]int{}
 	var holder *upstash.Lock
+	finishes, batches := 0, 0 // successful Finish calls; those that handed over more than one entry
 	ctx := ctxT(t)
 	// One webhook at a time from several "processes", holders finishing
 	// late, so that admits land on a busy lock and finishes hand over.
@@ -1265,15 +1305,21 @@ func TestFusedUnderRandomFaults(t *testing.T) {
 		}
 		if i%4 == 3 && holder != nil { // the holder finishes, draining
 			for {
-				fr, err := s.Finish(ctx, upstash.FinishRequest{Lock: holder, LockTTL: time.Minute, Append: []upstash.ListAppend{{Key: "h", Value: 1}}})
+				fr, err := s.Finish(ctx, upstash.FinishRequest{Lock: holder, LockTTL: time.Minute, Take: take, Append: []upstash.ListAppend{{Key: "h", Value: 1}}})
 				must(t, err)
+				finishes++
 				if fr.Next == nil {
 					holder = nil
 					break
 				}
-				var m string
-				must(t, json.Unmarshal(fr.Next.Message, &m))
-				handled[m]++
+				if len(fr.More) > 0 {
+					batches++
+				}
+				for _, e := range append([]upstash.QueueEntry{*fr.Next}, fr.More...) {
+					var m string
+					must(t, json.Unmarshal(e.Message, &m))
+					handled[m]++
+				}
 			}
 		}
 	}
@@ -1289,9 +1335,12 @@ func TestFusedUnderRandomFaults(t *testing.T) {
 	if holder != nil || rawInt(t, c, "EXISTS", "chat-sdk:lock:t") != 0 || rawInt(t, c, "LLEN", "chat-sdk:queue:t") != 0 {
 		t.Errorf("left behind: holder %v, lock or queue", holder)
 	}
-	// One append per Finish, and one Finish per handled message: each
-	// applied once whatever failed.
-	if got := rawInt(t, c, "LLEN", "chat-sdk:list:h"); got != n {
-		t.Errorf("history has %d items, want %d", got, n)
+	// One append per Finish (with Take 1, one Finish per handled
+	// message): each applied once whatever failed.
+	if got := rawInt(t, c, "LLEN", "chat-sdk:list:h"); got != int64(finishes) || (take <= 1 && got != n) {
+		t.Errorf("history has %d items, want %d", got, finishes)
+	}
+	if take > 1 && batches == 0 {
+		t.Error("no Finish handed over more than one entry")
 	}
 }
