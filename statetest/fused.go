@@ -65,7 +65,9 @@ var fusedTests = []fusedTest{
 	{"FinishHandsOverNext", testFinishHandsOverNext},
 	{"FinishLockNotHeld", testFinishLockNotHeld},
 	{"FinishStrandsNothing928", testFinishStrandsNothing928},
-	{"ConcurrentWebhooks", testConcurrentWebhooks},
+	{"FinishTakesSeveral", testFinishTakesSeveral},
+	{"ConcurrentWebhooks", func(t *testing.T, s upstash.FusedAdapter) { testConcurrentWebhooks(t, s, 0) }},
+	{"ConcurrentWebhooksTakeSeveral", func(t *testing.T, s upstash.FusedAdapter) { testConcurrentWebhooks(t, s, 4) }},
 	{"FusedInvalidInput", testFusedInvalidInput},
 }
 
@@ -380,10 +382,65 @@ func testFinishStrandsNothing928(t *testing.T, s upstash.FusedAdapter) {
 	}
 }
 
+// testFinishTakesSeveral: with Take n, Finish pops up to n live entries
+// at once (expired ones discarded on the way, not counted), the oldest in
+// Next and the others in More, keeps the lock for them, and leaves the
+// rest queued; Take 0 and 1 pop one.
+func testFinishTakesSeveral(t *testing.T, s upstash.FusedAdapter) {
+	thread := uid(t, "take")
+	ctx := ctxFor(t)
+	lock := acquire(t, s, thread, longTTL)
+	stale := upstash.QueueEntry{Message: json.RawMessage(`"stale"`), EnqueuedAt: time.Now().Add(-time.Hour), ExpiresAt: time.Now().Add(-time.Minute)}
+	for _, e := range []upstash.QueueEntry{entry(t, "a", longTTL), stale, entry(t, "b", longTTL), entry(t, "c", longTTL),
+		entry(t, "d", longTTL), entry(t, "e", longTTL), entry(t, "f", longTTL)} {
+		_, err := s.Enqueue(ctx, thread, e, 0)
+		noErr(t, err, "Enqueue")
+	}
+	handed := func(res upstash.FinishResult) string {
+		got := []string{messageOf(t, res.Next)}
+		for i := range res.More {
+			got = append(got, messageOf(t, &res.More[i]))
+		}
+		return fmt.Sprint(got)
+	}
+	res := finishOK(t, s, upstash.FinishRequest{Lock: lock, LockTTL: longTTL, Take: 3, Set: []upstash.CacheWrite{{Key: thread + ":state", Value: 1}}})
+	if got := handed(res); got != "[a b c]" || res.Expired != 1 {
+		t.Fatalf("Finish with Take 3 handed over %s (%+v), want [a b c] and one expired", got, res)
+	}
+	wantBusy(t, s, thread)
+	if d := depth(t, s, thread); d != 3 {
+		t.Errorf("QueueDepth = %d, want 3 left", d)
+	}
+	if got := get(t, s, thread+":state"); got == nil || string(got) != "1" {
+		t.Errorf("state = %s, want the write applied", got)
+	}
+	if ok, err := s.ExtendLock(ctx, lock, longTTL); err != nil || !ok {
+		t.Errorf("the lock kept for the entries: ExtendLock = %v, %v", ok, err)
+	}
+	for _, take := range []int{0, 1} {
+		res = finishOK(t, s, upstash.FinishRequest{Lock: lock, LockTTL: longTTL, Take: take})
+		if res.Next == nil || len(res.More) != 0 {
+			t.Fatalf("Finish with Take %d = %+v, want one entry", take, res)
+		}
+	}
+	res = finishOK(t, s, upstash.FinishRequest{Lock: lock, LockTTL: longTTL, Take: 5})
+	if got := handed(res); got != "[f]" || res.More != nil {
+		t.Fatalf("Finish with Take 5 and one entry left handed over %s (More %v), want [f]", got, res.More)
+	}
+	wantBusy(t, s, thread)
+	if res = finishOK(t, s, upstash.FinishRequest{Lock: lock, LockTTL: longTTL, Take: 5}); res.Next != nil || res.More != nil {
+		t.Fatalf("Finish over an empty queue = %+v, want released", res)
+	}
+	if busy(t, s, thread) || depth(t, s, thread) != 0 {
+		t.Error("the lock or the queue is left")
+	}
+}
+
 // testConcurrentWebhooks runs webhooks on one thread from several
-// goroutines at once: every message is handled once, never by two holders
-// at a time, and nothing is left locked or queued.
-func testConcurrentWebhooks(t *testing.T, s upstash.FusedAdapter) {
+// goroutines at once, holders finishing with Take take: every message is
+// handled once, never by two holders at a time, and nothing is left
+// locked or queued.
+func testConcurrentWebhooks(t *testing.T, s upstash.FusedAdapter, take int) {
 	thread := uid(t, "concurrent")
 	const callers, each = 6, 5
 	var (
@@ -433,7 +490,7 @@ func testConcurrentWebhooks(t *testing.T, s upstash.FusedAdapter) {
 			}
 			handle(msg)
 			for {
-				fr, err := s.Finish(ctx, upstash.FinishRequest{Lock: res.Lock, LockTTL: longTTL})
+				fr, err := s.Finish(ctx, upstash.FinishRequest{Lock: res.Lock, LockTTL: longTTL, Take: take})
 				if err != nil {
 					fail(err)
 					return
@@ -441,12 +498,18 @@ func testConcurrentWebhooks(t *testing.T, s upstash.FusedAdapter) {
 				if fr.Next == nil {
 					break
 				}
-				var m string
-				if err := json.Unmarshal(fr.Next.Message, &m); err != nil {
-					fail(err)
+				if take <= 1 && len(fr.More) > 0 {
+					fail(fmt.Errorf("Finish with Take %d handed over %d entries", take, 1+len(fr.More)))
 					return
 				}
-				handle(m)
+				for _, e := range append([]upstash.QueueEntry{*fr.Next}, fr.More...) {
+					var m string
+					if err := json.Unmarshal(e.Message, &m); err != nil {
+						fail(err)
+						return
+					}
+					handle(m)
+				}
 			}
 		}
 	})
@@ -486,6 +549,7 @@ func testFusedInvalidInput(t *testing.T, s upstash.FusedAdapter) {
 		"no LockTTL":            {Lock: lock},
 		"an empty key in Set":   {Lock: lock, LockTTL: time.Minute, Set: []upstash.CacheWrite{{Value: 1}}},
 		"a negative append TTL": {Lock: lock, LockTTL: time.Minute, Append: []upstash.ListAppend{{Key: thread, Value: 1, Options: upstash.ListOptions{TTL: -1}}}},
+		"a negative Take":       {Lock: lock, LockTTL: time.Minute, Take: -1},
 	} {
 		_, err := s.Finish(ctx, req)
 		wantErrIs(t, err, upstash.ErrInvalidArgument, "Finish with "+name)
