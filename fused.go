@@ -31,7 +31,8 @@ type FusedAdapter interface {
 	Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error)
 	// Finish writes the turn's cache values and list items under the lock,
 	// then releases the lock if the queue holds no live entry, or pops the
-	// next live entry and keeps the lock for it.
+	// next live entry (up to FinishRequest.Take of them) and keeps the
+	// lock for it.
 	Finish(ctx context.Context, req FinishRequest) (FinishResult, error)
 }
 
