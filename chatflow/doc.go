@@ -72,9 +72,10 @@
 // a take off the queue in doubt (a Dequeue, or a Finish that popped the
 // next entry: its reply is gone and so is the entry), and likewise when a
 // message taken off the queue cannot be put back or a dedupe marker cannot
-// be cleared (the platform's retry is then taken for a duplicate). A
-// dedupe claim in doubt may leave a handled message without its marker.
-// With history on, a webhook delivered again after an error appends its
+// be cleared (the platform's retry is then taken for a duplicate). After
+// a dedupe claim in doubt, the marker is written again once the message
+// was handled or queued ("may be handled twice" if that fails too), so
+// that a retry of the platform stays a duplicate. With history on, a webhook delivered again after an error appends its
 // message again. Apart from these and the drops by design (ErrLocked, a
 // full queue, an entry past its TTL), chatflow's fault tests find every
 // message handled exactly once, counting handlings against these lines.

@@ -208,11 +208,12 @@ func (f *Flow) Handle(ctx context.Context, adapter string, m *Message) (Result, 
 	// Dedupe comes first, as in the core.
 	key := DedupeKey(adapter, m.ID)
 	first, err := f.state.SetIfNotExists(c.work, key, true, f.s.dedupeTTL)
+	claimInDoubt := false
 	if errors.Is(err, upstash.ErrOutcomeUnknown) {
 		// The marker may or may not be written; handling the message
 		// (perhaps twice) beats dropping it.
 		c.log.Warn("chatflow: dedupe outcome unknown, handling the message", "error", err)
-		first, err = true, nil
+		first, err, claimInDoubt = true, nil, true
 	}
 	if err != nil {
 		return res, fmt.Errorf("chatflow: dedupe %s: %w", m.ID, err)
@@ -223,8 +224,11 @@ func (f *Flow) Handle(ctx context.Context, adapter string, m *Message) (Result, 
 		return res, nil
 	}
 	defer func() {
-		if !c.committed && !c.ownDelivered() {
+		switch {
+		case !c.committed && !c.ownDelivered():
 			c.unclaim(key)
+		case claimInDoubt:
+			c.reclaim(key)
 		}
 	}()
 
@@ -374,6 +378,19 @@ func (c *call) unclaim(key string) {
 		return
 	}
 	c.log.Info("chatflow: not handled; dedupe marker cleared so that a retry is processed")
+}
+
+// reclaim writes the dedupe marker of a message handled (or queued, or
+// dropped on purpose) after a claim whose outcome was unknown: the claim
+// may not have written it, and the platform's retry would then have the
+// message handled again. A marker written by the claim, or by anyone, is
+// left as it is.
+func (c *call) reclaim(key string) {
+	ctx, cancel := c.cleanupCtx()
+	defer cancel()
+	if _, err := c.f.state.SetIfNotExists(ctx, key, true, c.f.s.dedupeTTL); err != nil {
+		c.log.Warn("chatflow: could not write the dedupe marker after a claim in doubt: the message may be handled twice if the platform retries", "error", err)
+	}
 }
 
 // lease is a held lock and what the heartbeat needs to know of it.

@@ -47,12 +47,13 @@ func (c *call) handleFused() (Result, error) {
 	sent := f.s.clock.Now()
 	ar, err := f.fused.Admit(c.work, req)
 	unknown := errors.Is(err, upstash.ErrOutcomeUnknown)
+	claimInDoubt := false
 	switch {
 	case unknown && c.lockKey == "":
 		// Concurrent: only the dedupe claim and the history append are in
 		// doubt; handling the message (perhaps twice) beats dropping it.
 		c.log.Warn("chatflow: admit outcome unknown, handling the message", "error", err)
-		err = nil
+		err, claimInDoubt = nil, true
 	case unknown:
 		// The message may be queued, or the lock taken for it: hand the
 		// lock Admit may have taken to Finish (which hands over whatever
@@ -64,7 +65,8 @@ func (c *call) handleFused() (Result, error) {
 		}
 		if c.ownDelivered() {
 			// Admit had queued it after all, and this call's drain (after
-			// its Finish found the lock never taken) handed it over.
+			// its Finish found the lock never taken) handed it over; so
+			// Admit ran, and wrote the dedupe marker.
 			res.Status = StatusHandled
 			if c.ownErr != nil {
 				return *res, fmt.Errorf("chatflow: handler for %s: %w", m.ID, c.ownErr)
@@ -82,8 +84,11 @@ func (c *call) handleFused() (Result, error) {
 		return *res, nil
 	}
 	defer func() {
-		if !c.committed && !c.ownDelivered() {
+		switch {
+		case !c.committed && !c.ownDelivered():
 			c.unclaim(key)
+		case claimInDoubt:
+			c.reclaim(key)
 		}
 	}()
 

@@ -411,7 +411,8 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		slowTurns []string
 		slowBad   []string
 	)
-	board := &jobBoard{changed: make(chan struct{}), started: map[string]bool{}}
+	board := &jobBoard{changed: make(chan struct{}), started: map[string]bool{}, running: map[string]int64{}, done: map[string]bool{}}
+	laterOf := map[string][]string{} // slow message -> its thread's later messages
 	if fc.strategy != Concurrent {
 		e.rec.also = func(ctx context.Context, turn *Turn) {
 			slow := false
@@ -426,7 +427,23 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 			if !slow {
 				return
 			}
-			extended := watch.waitExtends(ctx, callOf(ctx), 2)
+			call := callOf(ctx)
+			extended := watch.waitExtends(ctx, call, 2)
+			if extended && fc.maxQueue > 0 {
+				// With a small queue, the turn also holds the lock until its
+				// thread's later messages were delivered (and overflowed
+				// the queue), those of this very call apart.
+				extended = board.waitCtx(ctx, func() bool {
+					for _, slowID := range slowIDs(turn) {
+						for _, later := range laterOf[slowID] {
+							if !board.done[later] && board.running[later] != call {
+								return false
+							}
+						}
+					}
+					return true
+				})
+			}
 			cause := context.Cause(ctx)
 			slowMu.Lock()
 			defer slowMu.Unlock()
@@ -458,12 +475,15 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	}
 	const perThread, workers, maxDeliveries = 8, 6, 50
 	var all []*Message
-	gateOf := map[string]string{} // message -> the slow message it waits for
+	byThread := make([][]*Message, len(threads))
 	for i := 0; i < perThread; i++ {
 		for j, th := range threads {
-			all = append(all, msg(fmt.Sprintf("m%d-%d", j, i), th))
+			m := msg(fmt.Sprintf("m%d-%d", j, i), th)
+			all = append(all, m)
+			byThread[j] = append(byThread[j], m)
 			if i > 2 {
-				gateOf[all[len(all)-1].ID] = fmt.Sprintf("m%d-2", j)
+				slowID := fmt.Sprintf("m%d-2", j)
+				laterOf[slowID] = append(laterOf[slowID], m.ID)
 			}
 		}
 	}
@@ -487,27 +507,43 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 					mu.Lock()
 					deliveries[m.ID]++
 					mu.Unlock()
-					if res, err = f.Handle(callCtx(), "slack", m); err == nil || errors.Is(err, ErrLocked) {
+					id := calls.Add(1)
+					board.update(func() { board.running[m.ID] = id })
+					if res, err = f.Handle(context.WithValue(base, callKey{}, id), "slack", m); err == nil || errors.Is(err, ErrLocked) {
 						break
 					}
 				}
 				mu.Lock()
 				final[m.ID], status[m.ID] = err, res.Status
 				mu.Unlock()
-				board.update(func() { board.inflight-- })
+				board.update(func() {
+					board.inflight--
+					board.done[m.ID] = true
+					delete(board.running, m.ID)
+				})
 			}
 		}()
 	}
-	for _, m := range all {
-		if fc.maxQueue > 0 && gateOf[m.ID] != "" {
-			// With a small queue, a thread's later messages come while its
-			// slow turn holds the lock, so that they overflow the queue
-			// (or, when nothing is in flight any more, the slow turn is not
-			// coming: its message failed or was lost).
-			board.wait(func() bool { return board.started[gateOf[m.ID]] || board.inflight == 0 })
-		}
-		jobs <- m
+	// One dispatcher per thread. With a small queue, a thread's later
+	// messages come once its slow turn holds the lock, so that they
+	// overflow the queue (or once nothing is in flight any more: the slow
+	// turn is not coming, its message failed, was lost or waits behind a
+	// lock left to lapse).
+	var dispatch sync.WaitGroup
+	for j := range threads {
+		dispatch.Add(1)
+		go func(j int) {
+			defer dispatch.Done()
+			slowID := fmt.Sprintf("m%d-2", j)
+			for i, m := range byThread[j] {
+				if fc.maxQueue > 0 && i > 2 {
+					board.wait(func() bool { return board.started[slowID] || board.inflight == 0 })
+				}
+				jobs <- m
+			}
+		}(j)
 	}
+	dispatch.Wait()
 	close(jobs)
 	wg.Wait()
 	srv.ClearFaults()
@@ -553,8 +589,10 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 			t.Errorf("%s: still failing after %d deliveries: %v", m.ID, maxDeliveries, err)
 		case st == StatusDropped:
 			byDesign++
-			if fc.onFull != DropNewest || n != 0 {
-				t.Errorf("%s: dropped by a full queue but handled %d times", m.ID, n)
+			// Handled once is right when an earlier delivery, in doubt
+			// (logged), had queued it after all.
+			if fc.onFull != DropNewest || n > 1 || n == 1 && (deliveries[m.ID] == 1 || twice == 0) {
+				t.Errorf("%s: dropped by a full queue but handled %d times (%d deliveries)", m.ID, n, deliveries[m.ID])
 			}
 		case n == 0 && st == StatusQueued && fc.maxQueue > 0:
 			trimmed++ // the queue's drop-oldest trimming (checked below)
@@ -658,7 +696,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 			unmarked++
 		}
 	}
-	if allowed := e.logs.containing("dedupe outcome unknown") + e.logs.containing("admit outcome unknown") + lost; unmarked > allowed {
+	if allowed := e.logs.containing("could not write the dedupe marker") + lost; unmarked > allowed {
 		t.Errorf("%d handled messages without a dedupe marker, %d allowed by logged doubts", unmarked, allowed)
 	}
 
@@ -698,6 +736,8 @@ type jobBoard struct {
 	changed  chan struct{} // closed and replaced on every update
 	started  map[string]bool
 	inflight int
+	running  map[string]int64 // message -> call of its delivery in flight
+	done     map[string]bool  // message -> its deliveries are over
 }
 
 func (b *jobBoard) update(fn func()) {
@@ -710,15 +750,35 @@ func (b *jobBoard) update(fn func()) {
 
 // wait blocks until cond (called with the board locked) holds.
 func (b *jobBoard) wait(cond func() bool) {
+	b.waitCtx(context.Background(), cond)
+}
+
+// waitCtx is wait that gives up, returning false, when ctx ends.
+func (b *jobBoard) waitCtx(ctx context.Context, cond func() bool) bool {
 	for {
 		b.mu.Lock()
 		ok, ch := cond(), b.changed
 		b.mu.Unlock()
 		if ok {
-			return
+			return true
 		}
-		<-ch
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return false
+		}
 	}
+}
+
+// slowIDs returns the slow messages (ids ending in -2) of a turn.
+func slowIDs(turn *Turn) []string {
+	var out []string
+	for _, m := range append([]*Message{turn.Message}, turn.Skipped...) {
+		if strings.HasSuffix(m.ID, "-2") {
+			out = append(out, m.ID)
+		}
+	}
+	return out
 }
 
 func countStrings(ss []string) map[string]int {
