@@ -64,3 +64,10 @@ func sameReply(a, b reply) bool {
 	}
 	return a.Error == nil || *a.Error == *b.Error
 }
+
+// ParseFinishReply splits a finish.lua reply as Finish does, for the
+// parser's tests: the kind, counts and entries, and whether it is well
+// formed.
+func ParseFinishReply(r string) (kind byte, expired, dead int, entries [][]byte, ok bool) {
+	return parseFinish(r)
+}

@@ -378,3 +378,67 @@ func TestFinishTakeRepliesAnyBytes(t *testing.T) {
 		t.Error("entries left queued")
 	}
 }
+
+func TestFinishReplyParser(t *testing.T) {
+	entries := []string{"", "a", "1:", "::", "n:1:2:3:4:", strings.Repeat("9", 100)}
+	r := "n:2:1:" + itoa(int64(len(entries))) + ":"
+	for _, e := range entries {
+		r += itoa(int64(len(e))) + ":" + e
+	}
+	kind, expired, dead, got, ok := upstash.ParseFinishReply(r)
+	if !ok || kind != 'n' || expired != 2 || dead != 1 || len(got) != len(entries) {
+		t.Fatalf("ParseFinishReply = %c %d %d %q %v", kind, expired, dead, got, ok)
+	}
+	for i, e := range entries {
+		if string(got[i]) != e {
+			t.Errorf("entry %d = %q, want %q", i, got[i], e)
+		}
+	}
+	for _, good := range []string{"r:0:0:0:", "h:0:3:0:", "d:0:2:0:"} {
+		if _, _, _, _, ok := upstash.ParseFinishReply(good); !ok {
+			t.Errorf("%q refused", good)
+		}
+	}
+	for _, bad := range []string{
+		"", "n", "n:0:0:", "n:0:0:0:", // no entry for kind n
+		"r:0:0:1:1:a",                 // entries with kind r
+		"n:0:0:1:2:a", "n:0:0:1:1:ab", // length past the end, trailing bytes
+		"n:0:0:2:1:a", "n:0:0:1::a", "n:0:0:1:-1:a", "n:0:0:1:x:a",
+		"n:0:0:99999999999999999999:1:a", "n:-1:0:1:1:a", "x:0:0:0:", "nn:0:0:0:",
+		"n:0:0:1:1:a:",
+	} {
+		if _, _, _, _, ok := upstash.ParseFinishReply(bad); ok {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}
+
+// TestFinishTakeRequests: a drain of n queued entries costs one Finish
+// with Take n (then one that releases), where Take 1 costs n + 1.
+func TestFinishTakeRequests(t *testing.T) {
+	env := newStateEnv(t)
+	c, s := env.client, env.state
+	warmFinish(t, s)
+	for _, take := range []int{1, 10} {
+		lock := mustAcquire(t, s, "t", time.Minute)
+		for i := 0; i < 5; i++ {
+			mustDo(t, c, "RPUSH", "chat-sdk:queue:t", entryJSON("m"+itoa(int64(i)), farFuture))
+		}
+		env.srv.ResetStats()
+		handed := 0
+		for {
+			res := finish(t, s, upstash.FinishRequest{Lock: lock, LockTTL: time.Minute, Take: take})
+			if res.Next == nil {
+				break
+			}
+			handed += 1 + len(res.More)
+		}
+		want := int64(6)
+		if take > 1 {
+			want = 2
+		}
+		if n := env.srv.Stats().TotalRequests; handed != 5 || n != want {
+			t.Errorf("Take %d: %d entries in %d requests, want 5 in %d", take, handed, n, want)
+		}
+	}
+}
