@@ -140,7 +140,11 @@ func TestRandomFaultsLostReplies(t *testing.T) {
 		table = append(table, fmt.Sprintf("%-28s status %3d reset %3d drop %3d", k, f[upstashtest.FaultStatus], f[upstashtest.FaultReset], f[upstashtest.FaultDrop]))
 	}
 	t.Logf("faults by operation (all configurations):\n%s", strings.Join(table, "\n"))
-	// Lost replies must have hit every operation that writes on each path.
+	// Lost replies must have hit every operation that writes on each path
+	// (checked when the whole matrix ran, not a -run selection).
+	if len(summary) < 2*len(faultMatrix) {
+		return
+	}
 	for _, k := range []string{
 		"fused/Admit", "fused/Finish", "fused/ExtendLock",
 		"plain/SetIfNotExists", "plain/AppendToList", "plain/AcquireLock", "plain/Enqueue",
@@ -152,18 +156,56 @@ func TestRandomFaultsLostReplies(t *testing.T) {
 	}
 }
 
-// faultWatch follows what the hooks see: successful extends per call,
-// takeovers per lock key and the takeover count each call's latest lock
-// request saw, and enqueues that reported a full queue.
+// faultWatch follows what the hooks see: successful extends per call;
+// the takeovers of each lock key (a force-release, an Admit asking for a
+// takeover), each with the event index of its reply (none while in
+// flight) and the index at which each call last asked for a lock; and
+// enqueues that reported a full queue. A holder may have been forced out
+// by a takeover whose reply came after it asked for its lock (the takeover
+// may have run after its lock was taken), or that is still in flight.
 type faultWatch struct {
 	mu        sync.Mutex
 	changed   chan struct{} // closed and replaced on every extend
 	extends   map[int64]int
-	takeovers map[string]int
-	epoch     map[int64]int
-	takeOver  map[int64]string // call -> lock key its Admit may take over
+	events    int64
+	takeovers map[string][]*takeover // lock key -> takeovers
+	asked     map[int64]int64        // call -> event index of its latest lock request
 	fullSeen  int
 	maxQueue  int
+	trace     []string // lock events, printed when the test fails
+}
+
+type takeover struct {
+	call    int64
+	replied int64 // event index of the reply; 0 while in flight
+}
+
+// forcedOut reports whether call, holding key's lock, may have been forced
+// out (w.mu held).
+func (w *faultWatch) forcedOut(key string, call int64) bool {
+	for _, to := range w.takeovers[key] {
+		if to.call != call && (to.replied == 0 || to.replied > w.asked[call]) {
+			return true
+		}
+	}
+	return false
+}
+
+// pending returns call's takeover of key still in flight.
+func (w *faultWatch) pending(key string, call int64) *takeover {
+	for _, to := range w.takeovers[key] {
+		if to.call == call && to.replied == 0 {
+			return to
+		}
+	}
+	return nil
+}
+
+// note adds a line to the trace (w.mu held).
+func (w *faultWatch) note(format string, args ...any) {
+	if len(w.trace) < 5000 {
+		w.trace = append(w.trace, fmt.Sprintf("%d: ", w.events)+fmt.Sprintf(format, args...))
+	}
 }
 
 type callKey struct{}
@@ -177,30 +219,52 @@ func (w *faultWatch) observe(ctx context.Context, op string, res any, err error)
 	call := callOf(ctx)
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	w.events++
+	switch op {
+	case "AcquireLock:send", "ForceReleaseLock:send", "ForceReleaseLock", "ExtendLock", "ReleaseLock":
+		w.note("call %d %s %v err=%v", call, op, res, err)
+	case "AcquireLock":
+		l, _ := res.(*upstash.Lock)
+		w.note("call %d %s got=%v err=%v", call, op, l != nil, err)
+	case "Admit:send":
+		req := res.(upstash.AdmitRequest)
+		w.note("call %d %s %s takeover=%v", call, op, req.ThreadID, req.TakeOver)
+	case "Admit":
+		r := res.(upstash.AdmitResult)
+		w.note("call %d %s lock=%v tookOver=%v dup=%v busy=%v err=%v", call, op, r.Lock != nil, r.TookOver, r.Duplicate, r.Busy, err)
+	case "Finish":
+		r := res.(upstash.FinishResult)
+		w.note("call %d %s next=%v err=%v", call, op, r.Next != nil, err)
+	}
 	switch op {
 	case "AcquireLock:send":
-		w.epoch[call] = w.takeovers[res.(string)]
+		w.asked[call] = w.events
 	case "ForceReleaseLock:send":
-		// Counted before it is sent: the holder it forces out asked for
-		// its lock before.
-		w.takeovers[res.(string)]++
+		key := res.(string)
+		w.takeovers[key] = append(w.takeovers[key], &takeover{call: call})
+	case "ForceReleaseLock":
+		if to := w.pending(res.(string), call); to != nil {
+			to.replied = w.events
+		}
 	case "Admit:send":
 		if req := res.(upstash.AdmitRequest); req.ThreadID != "" {
-			w.epoch[call] = w.takeovers[req.ThreadID]
+			w.asked[call] = w.events
 			if req.TakeOver {
-				w.takeOver[call] = req.ThreadID
+				w.takeovers[req.ThreadID] = append(w.takeovers[req.ThreadID], &takeover{call: call})
 			}
 		}
 	case "Admit":
 		r := res.(upstash.AdmitResult)
-		if key := w.takeOver[call]; err != nil && key != "" {
-			// It may have taken the lock over: its holder may be forced
-			// out while a later holder runs.
-			w.takeovers[key]++
-		}
-		if err == nil && r.TookOver && r.Lock != nil {
-			w.takeovers[r.Lock.ThreadID]++
-			w.epoch[call] = w.takeovers[r.Lock.ThreadID]
+		for key := range w.takeovers {
+			to := w.pending(key, call)
+			if to == nil {
+				continue
+			}
+			if err == nil && !r.TookOver {
+				to.replied = -1 // took nothing over: forced nobody out
+			} else {
+				to.replied = w.events // took over, or may have
+			}
 		}
 		if err == nil && r.Queued && r.QueueDepth >= w.maxQueue {
 			w.fullSeen++
@@ -337,7 +401,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	if maxQueue == 0 {
 		maxQueue = 100
 	}
-	watch := &faultWatch{changed: make(chan struct{}), extends: map[int64]int{}, takeovers: map[string]int{}, epoch: map[int64]int{}, takeOver: map[int64]string{}, maxQueue: maxQueue}
+	watch := &faultWatch{changed: make(chan struct{}), extends: map[int64]int{}, takeovers: map[string][]*takeover{}, asked: map[int64]int64{}, maxQueue: maxQueue}
 	e.hooks.observer = watch.observe
 
 	opts := []Option{
@@ -376,6 +440,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		call := callOf(ctx)
 		runMu.Lock()
 		watch.mu.Lock()
+		watch.note("call %d handler start %s (asked at %d)", call, turn.Message.ID, watch.asked[call])
 		for other, n := range running[turn.LockKey] {
 			if n == 0 || other == call {
 				continue
@@ -383,7 +448,7 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 			// Allowed when either was forced out: its lock was taken over
 			// after it asked for it (the late one may be the forced-out
 			// holder, whose lock request's reply came back late).
-			if t := watch.takeovers[turn.LockKey]; watch.epoch[other] < t || watch.epoch[call] < t {
+			if watch.forcedOut(turn.LockKey, other) || watch.forcedOut(turn.LockKey, call) {
 				forcedOut = append(forcedOut, fmt.Sprintf("%s: call %d overlaps forced-out call %d", turn.LockKey, call, other))
 			} else {
 				badForce = append(badForce, fmt.Sprintf("%s: call %d (latest %s) overlaps call %d, whose lock was not taken over", turn.LockKey, call, turn.Message.ID, other))
@@ -399,6 +464,9 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 			runMu.Lock()
 			running[turn.LockKey][call]--
 			runMu.Unlock()
+			watch.mu.Lock()
+			watch.note("call %d handler end %s", call, turn.Message.ID)
+			watch.mu.Unlock()
 		}()
 		return e.rec.handle(ctx, turn)
 	}
@@ -725,6 +793,9 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	t.Log(line)
 	if t.Failed() || testing.Verbose() && os.Getenv("CHATFLOW_FLOW_LOG") != "" {
 		t.Logf("flow log:\n%s", e.logs.dump())
+		watch.mu.Lock()
+		t.Logf("lock trace:\n%s", strings.Join(watch.trace, "\n"))
+		watch.mu.Unlock()
 	}
 	return hits, line
 }
