@@ -109,6 +109,10 @@ const (
 	// ConflictForce force-releases the lock and takes it: the earlier
 	// handler keeps running (its context is cancelled at its next
 	// heartbeat), so two handlers may briefly overlap, as in TypeScript.
+	// With the fused operations the takeover is one atomic step; on the 18
+	// operations it is a force-release then an acquire, and a message
+	// whose acquire loses to another webhook's in between is dropped with
+	// ErrLocked.
 	ConflictForce LockConflict = "force"
 )
 
