@@ -169,7 +169,8 @@ func newEnv(t *testing.T, opts ...upstashtest.Option) *env {
 }
 
 // fusedMode makes newEnv's flows run on the fused path (set only by
-// runFused, which runs tests one at a time: no test is parallel).
+// runFused, which runs tests one at a time: no test using newEnv is
+// parallel; the fault matrix's parallel subtests set env.fused themselves).
 var fusedMode bool
 
 // runFused runs tests with their flows on the fused path.

@@ -38,7 +38,8 @@ import (
 //     oldest entry: at most one per enqueue that reported a full queue),
 //     and except what the flow logged as in doubt: each "may be handled
 //     twice" line allows one extra handling, each "may be lost" line (and
-//     each dedupe marker it could not clear) one missing message;
+//     each put-back or dedupe-marker deletion that failed) one missing
+//     message;
 //   - no two handlers at once on a lock key; under ConflictForce, a
 //     handler may overlap only holders whose lock was taken over after they
 //     asked for it; under Concurrent, never more than the cap per thread;
@@ -48,7 +49,8 @@ import (
 //     most once per delivery of its webhook;
 //   - after a sweep (Drain on every lock key, once stranded locks lapsed),
 //     no lock, no queue and no dead-letter list is left, and every handled
-//     message keeps its dedupe marker;
+//     message keeps its dedupe marker (unless rewriting it after a claim
+//     in doubt failed, logged);
 //   - lost replies hit the operations of both paths (counted per operation
 //     by a tap in front of the server).
 
