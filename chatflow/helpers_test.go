@@ -472,8 +472,9 @@ type hookState struct {
 	counts map[string]int
 	before map[string]func(ctx context.Context) error
 	// observer, when set, sees every operation's outcome after the call
-	// (op "X"), and AcquireLock, ForceReleaseLock and Admit also before
-	// they are sent (op "X:send", res the lock key or the request).
+	// (op "X"), and AcquireLock, ForceReleaseLock, ExtendLock and Admit
+	// also before they are sent (op "X:send", res the lock key, the lock
+	// or the request).
 	observer func(ctx context.Context, op string, res any, err error)
 }
 
@@ -566,6 +567,7 @@ func (h *hookState) ExtendLock(ctx context.Context, l *upstash.Lock, ttl time.Du
 	if err != nil {
 		return false, err
 	}
+	h.seen(ctx, "ExtendLock:send", l, nil)
 	ok, err := h.StateAdapter.ExtendLock(ctx, l, ttl)
 	h.seen(ctx, "ExtendLock", ok, err)
 	return ok, err

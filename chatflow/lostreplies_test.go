@@ -44,7 +44,9 @@ import (
 //     handler may overlap only holders whose lock was taken over after they
 //     asked for it; under Concurrent, never more than the cap per thread;
 //   - a turn that outlives a heartbeat either sees its lock extended or its
-//     context cancelled with ErrLockLost (ConflictForce's promise);
+//     context cancelled with ErrLockLost, and an extend sent after a
+//     takeover of its lock fails (ConflictForce's promise: the forced-out
+//     handler's context is cancelled at its next heartbeat);
 //   - with history on, each admitted message is in its thread's history, at
 //     most once per delivery of its webhook;
 //   - after a sweep (Drain on every lock key, once stranded locks lapsed),
@@ -180,11 +182,23 @@ type faultWatch struct {
 	fullSeen  int
 	maxQueue  int
 	trace     []string // lock events, printed when the test fails
+
+	// For the check that an extend fails after a takeover: each call's
+	// lock key, the event index at which it got its lock and at which it
+	// last sent an extend, and the extends that succeeded when they could
+	// not have.
+	lockKey    map[int64]string
+	gotAt      map[int64]int64
+	extendSent map[int64]int64
+	badExtends []string
+	refused    int // extends that found another token after a takeover
 }
 
 type takeover struct {
 	call    int64
+	sent    int64 // event index of the request
 	replied int64 // event index of the reply; 0 while in flight
+	sure    bool  // it took the lock over (a force-release, or an Admit that says so)
 }
 
 // forcedOut reports whether call, holding key's lock, may have been forced
@@ -245,23 +259,30 @@ func (w *faultWatch) observe(ctx context.Context, op string, res any, err error)
 	}
 	switch op {
 	case "AcquireLock:send":
-		w.asked[call] = w.events
+		w.asked[call], w.lockKey[call] = w.events, res.(string)
+	case "AcquireLock":
+		if l, _ := res.(*upstash.Lock); l != nil && err == nil {
+			w.gotAt[call] = w.events
+		}
 	case "ForceReleaseLock:send":
 		key := res.(string)
-		w.takeovers[key] = append(w.takeovers[key], &takeover{call: call})
+		w.takeovers[key] = append(w.takeovers[key], &takeover{call: call, sent: w.events})
 	case "ForceReleaseLock":
 		if to := w.pending(res.(string), call); to != nil {
-			to.replied = w.events
+			to.replied, to.sure = w.events, err == nil
 		}
 	case "Admit:send":
 		if req := res.(upstash.AdmitRequest); req.ThreadID != "" {
-			w.asked[call] = w.events
+			w.asked[call], w.lockKey[call] = w.events, req.ThreadID
 			if req.TakeOver {
-				w.takeovers[req.ThreadID] = append(w.takeovers[req.ThreadID], &takeover{call: call})
+				w.takeovers[req.ThreadID] = append(w.takeovers[req.ThreadID], &takeover{call: call, sent: w.events})
 			}
 		}
 	case "Admit":
 		r := res.(upstash.AdmitResult)
+		if err == nil && r.Lock != nil {
+			w.gotAt[call] = w.events
+		}
 		for key := range w.takeovers {
 			to := w.pending(key, call)
 			if to == nil {
@@ -271,17 +292,37 @@ func (w *faultWatch) observe(ctx context.Context, op string, res any, err error)
 				to.replied = -1 // took nothing over: forced nobody out
 			} else {
 				to.replied = w.events // took over, or may have
+				to.sure = err == nil
 			}
 		}
 		if err == nil && r.Queued && r.QueueDepth >= w.maxQueue {
 			w.fullSeen++
 		}
+	case "ExtendLock:send":
+		w.extendSent[call] = w.events
 	case "Enqueue":
 		if n := res.(int); err == nil && n >= w.maxQueue {
 			w.fullSeen++
 		}
 	case "ExtendLock":
-		if ok := res.(bool); err == nil && ok {
+		// A takeover sent after this holder got its lock and answered
+		// before this extend was sent ran in between: the extend must find
+		// another token.
+		var after *takeover
+		for _, to := range w.takeovers[w.lockKey[call]] {
+			if to.sure && to.call != call && to.sent > w.gotAt[call] && to.replied > 0 && to.replied < w.extendSent[call] {
+				after = to
+			}
+		}
+		ok := res.(bool)
+		if after != nil && err == nil && !ok {
+			w.refused++
+		}
+		if after != nil && err == nil && ok {
+			w.badExtends = append(w.badExtends, fmt.Sprintf("call %d extended its lock on %s (extend sent at %d) after call %d took it over (sent at %d, answered at %d; lock got at %d)",
+				call, w.lockKey[call], w.extendSent[call], after.call, after.sent, after.replied, w.gotAt[call]))
+		}
+		if err == nil && ok {
 			w.extends[call]++
 			close(w.changed)
 			w.changed = make(chan struct{})
@@ -408,7 +449,8 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	if maxQueue == 0 {
 		maxQueue = 100
 	}
-	watch := &faultWatch{changed: make(chan struct{}), extends: map[int64]int{}, takeovers: map[string][]*takeover{}, asked: map[int64]int64{}, maxQueue: maxQueue}
+	watch := &faultWatch{changed: make(chan struct{}), extends: map[int64]int{}, takeovers: map[string][]*takeover{}, asked: map[int64]int64{},
+		lockKey: map[int64]string{}, gotAt: map[int64]int64{}, extendSent: map[int64]int64{}, maxQueue: maxQueue}
 	e.hooks.observer = watch.observe
 
 	opts := []Option{
@@ -712,6 +754,11 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	default:
 		e.rec.assertNoOverlap(t)
 	}
+	watch.mu.Lock()
+	for _, b := range watch.badExtends {
+		t.Error(b) // the forced-out holder's context would not be cancelled
+	}
+	watch.mu.Unlock()
 	slowMu.Lock()
 	for _, b := range slowBad {
 		t.Error(b)
@@ -795,8 +842,14 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		}
 	}
 	path := map[bool]string{false: "plain", true: "fused"}[fused]
-	line := fmt.Sprintf("%-18s %s seed %d: %d webhooks, %d redelivered, twice %d/%d, missing %d/%d, by design %d (trimmed %d), %s, faults %v, forced-out overlaps %d",
-		fc.name, path, seed, len(all), redelivered, extra, twice, missing, lost, byDesign, trimmed, slowSummary, faults, len(forcedOut))
+	watch.mu.Lock()
+	refused := watch.refused
+	watch.mu.Unlock()
+	if fc.force && refused == 0 {
+		t.Error("no holder's extend met a takeover: ConflictForce's cancellation was not exercised")
+	}
+	line := fmt.Sprintf("%-18s %s seed %d: %d webhooks, %d redelivered, twice %d/%d, missing %d/%d, by design %d (trimmed %d), %s, faults %v, forced-out overlaps %d, extends refused after a takeover %d",
+		fc.name, path, seed, len(all), redelivered, extra, twice, missing, lost, byDesign, trimmed, slowSummary, faults, len(forcedOut), refused)
 	t.Log(line)
 	if t.Failed() || testing.Verbose() && os.Getenv("CHATFLOW_FLOW_LOG") != "" {
 		t.Logf("flow log:\n%s", e.logs.dump())
