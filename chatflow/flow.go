@@ -212,14 +212,14 @@ func (f *Flow) Handle(ctx context.Context, adapter string, m *Message) (Result, 
 	if errors.Is(err, upstash.ErrOutcomeUnknown) {
 		// The marker may or may not be written; handling the message
 		// (perhaps twice) beats dropping it.
-		c.log.Warn("chatflow: dedupe outcome unknown, handling the message", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: dedupe outcome unknown, handling the message", "error", err)
 		first, err, claimInDoubt = true, nil, true
 	}
 	if err != nil {
 		return res, fmt.Errorf("chatflow: dedupe %s: %w", m.ID, err)
 	}
 	if !first {
-		c.log.Debug("chatflow: duplicate")
+		c.log.DebugContext(c.parent, "chatflow: duplicate")
 		res.Status = StatusDuplicate
 		return res, nil
 	}
@@ -238,7 +238,7 @@ func (f *Flow) Handle(ctx context.Context, adapter string, m *Message) (Result, 
 				return res, err
 			}
 			// Perhaps appended: a retry would append it twice.
-			c.log.Warn("chatflow: history append outcome unknown, going on", "error", err)
+			c.log.WarnContext(c.parent, "chatflow: history append outcome unknown, going on", "error", err)
 		}
 	}
 
@@ -374,10 +374,10 @@ func (c *call) unclaim(key string) {
 	ctx, cancel := c.cleanupCtx()
 	defer cancel()
 	if err := c.f.state.Delete(ctx, key); err != nil {
-		c.log.Error("chatflow: could not clear the dedupe marker: a retry within the dedupe TTL will be dropped", "error", err)
+		c.log.ErrorContext(c.parent, "chatflow: could not clear the dedupe marker: a retry within the dedupe TTL will be dropped", "error", err)
 		return
 	}
-	c.log.Info("chatflow: not handled; dedupe marker cleared so that a retry is processed")
+	c.log.InfoContext(c.parent, "chatflow: not handled; dedupe marker cleared so that a retry is processed")
 }
 
 // reclaim writes the dedupe marker of a message handled (or queued, or
@@ -389,7 +389,7 @@ func (c *call) reclaim(key string) {
 	ctx, cancel := c.cleanupCtx()
 	defer cancel()
 	if _, err := c.f.state.SetIfNotExists(ctx, key, true, c.f.s.dedupeTTL); err != nil {
-		c.log.Warn("chatflow: could not write the dedupe marker after a claim in doubt: the message may be handled twice if the platform retries", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: could not write the dedupe marker after a claim in doubt: the message may be handled twice if the platform retries", "error", err)
 	}
 }
 
@@ -421,7 +421,7 @@ func (c *call) runDrop() error {
 		return err
 	}
 	if l == nil && c.f.s.conflict == ConflictForce {
-		c.log.Info("chatflow: lock busy, force-releasing it")
+		c.log.InfoContext(c.parent, "chatflow: lock busy, force-releasing it")
 		if err := c.f.state.ForceReleaseLock(c.work, c.lockKey); err != nil {
 			return fmt.Errorf("chatflow: force-release lock %q: %w", c.lockKey, err)
 		}
@@ -432,7 +432,7 @@ func (c *call) runDrop() error {
 	if l == nil {
 		c.committed = true // dropped on purpose; the marker stays, as in TypeScript
 		c.res.Status = StatusDropped
-		c.log.Info("chatflow: lock busy, message dropped")
+		c.log.InfoContext(c.parent, "chatflow: lock busy, message dropped")
 		return fmt.Errorf("%w: %q", ErrLocked, c.lockKey)
 	}
 	c.hold(l, func(ctx context.Context) {
@@ -477,7 +477,7 @@ func (c *call) runQueued() error {
 		if depth >= c.f.s.maxQueue {
 			c.committed = true
 			c.res.Status = StatusDropped
-			c.log.Info("chatflow: queue full, message dropped (drop-newest)", "depth", depth)
+			c.log.InfoContext(c.parent, "chatflow: queue full, message dropped (drop-newest)", "depth", depth)
 			return nil
 		}
 	}
@@ -487,13 +487,13 @@ func (c *call) runQueued() error {
 	switch {
 	case errors.Is(err, upstash.ErrOutcomeUnknown):
 		inDoubt = true
-		c.log.Warn("chatflow: enqueue outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: enqueue outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
 	case err != nil:
 		return fmt.Errorf("chatflow: enqueue on %q: %w", c.lockKey, err)
 	default:
 		c.committed = true
 		c.res.Status, c.res.QueueDepth = StatusQueued, depth
-		c.log.Info("chatflow: lock busy, message queued", "depth", depth)
+		c.log.InfoContext(c.parent, "chatflow: lock busy, message queued", "depth", depth)
 	}
 
 	// The holder may have taken its last (empty) look at the queue and
@@ -503,10 +503,10 @@ func (c *call) runQueued() error {
 	// one atomic step, and Finish never releases over a non-empty queue.)
 	l, err = c.acquire()
 	if err != nil {
-		c.log.Warn("chatflow: recheck after enqueueing failed; the holder drains", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: recheck after enqueueing failed; the holder drains", "error", err)
 	}
 	if l != nil {
-		c.log.Info("chatflow: lock free after enqueueing, draining")
+		c.log.InfoContext(c.parent, "chatflow: lock free after enqueueing, draining")
 		c.holdQueued(l, false)
 		c.drainAfterRelease()
 	}
@@ -569,11 +569,11 @@ func (c *call) requeueOwn() {
 	if errors.Is(err, upstash.ErrOutcomeUnknown) {
 		// Handle reports the message as not handled (the platform retries),
 		// and it may be queued as well.
-		c.log.Warn("chatflow: enqueue of the undelivered message outcome unknown: it may be queued, and after the platform's retry it may be handled twice", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: enqueue of the undelivered message outcome unknown: it may be queued, and after the platform's retry it may be handled twice", "error", err)
 		return
 	}
 	if err != nil {
-		c.log.Warn("chatflow: could not queue the undelivered message", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: could not queue the undelivered message", "error", err)
 		return
 	}
 	c.committed = true
@@ -592,18 +592,18 @@ func (c *call) drainAfterRelease() {
 		}
 		if c.timeLeft() < MinDrainTime {
 			c.res.Left = depth
-			c.log.Warn("chatflow: out of time, messages left queued for the next holder", "depth", depth)
+			c.log.WarnContext(c.parent, "chatflow: out of time, messages left queued for the next holder", "depth", depth)
 			return
 		}
 		l, err := c.acquire()
 		if err != nil {
-			c.log.Warn("chatflow: could not take the lock again to drain; left to the next holder", "depth", depth, "error", err)
+			c.log.WarnContext(c.parent, "chatflow: could not take the lock again to drain; left to the next holder", "depth", depth, "error", err)
 			return
 		}
 		if l == nil {
 			return // the holder will look after its release
 		}
-		c.log.Info("chatflow: queue not empty after release, draining again", "depth", depth)
+		c.log.InfoContext(c.parent, "chatflow: queue not empty after release, draining again", "depth", depth)
 		if !c.holdQueued(l, false) {
 			return // nothing could be taken: leave it to the next holder
 		}

@@ -52,14 +52,14 @@ func (c *call) handleFused() (Result, error) {
 	case unknown && c.lockKey == "":
 		// Concurrent: only the dedupe claim and the history append are in
 		// doubt; handling the message (perhaps twice) beats dropping it.
-		c.log.Warn("chatflow: admit outcome unknown, handling the message", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: admit outcome unknown, handling the message", "error", err)
 		err, claimInDoubt = nil, true
 	case unknown:
 		// The message may be queued, or the lock taken for it: hand the
 		// lock Admit may have taken to Finish (which hands over whatever
 		// queued meanwhile), clear the marker and let the platform retry
 		// (the message may then be handled twice, never lost).
-		c.log.Warn("chatflow: admit outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: admit outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
 		if ar.InDoubtLock != nil {
 			c.finishLoop(&lease{lock: ar.InDoubtLock, sent: sent, ttl: ttl})
 		}
@@ -79,7 +79,7 @@ func (c *call) handleFused() (Result, error) {
 		return *res, fmt.Errorf("chatflow: admit %s: %w", m.ID, err)
 	}
 	if ar.Duplicate {
-		c.log.Debug("chatflow: duplicate")
+		c.log.DebugContext(c.parent, "chatflow: duplicate")
 		res.Status = StatusDuplicate
 		return *res, nil
 	}
@@ -97,7 +97,7 @@ func (c *call) handleFused() (Result, error) {
 		err = c.runConcurrent()
 	case ar.Lock != nil:
 		if ar.TookOver {
-			c.log.Info("chatflow: lock busy, taken over (force)")
+			c.log.InfoContext(c.parent, "chatflow: lock busy, taken over (force)")
 		}
 		c.holdFused(&lease{lock: ar.Lock, sent: sent, ttl: ttl}, []item{{m: m}})
 		if !c.ownDelivered() && !c.committed {
@@ -106,16 +106,16 @@ func (c *call) handleFused() (Result, error) {
 	case ar.Queued:
 		c.committed = true
 		res.Status, res.QueueDepth = StatusQueued, ar.QueueDepth
-		c.log.Info("chatflow: lock busy, message queued", "depth", ar.QueueDepth)
+		c.log.InfoContext(c.parent, "chatflow: lock busy, message queued", "depth", ar.QueueDepth)
 	case f.s.strategy == Drop:
 		c.committed = true // dropped on purpose; the marker stays, as in TypeScript
 		res.Status = StatusDropped
-		c.log.Info("chatflow: lock busy, message dropped")
+		c.log.InfoContext(c.parent, "chatflow: lock busy, message dropped")
 		err = fmt.Errorf("%w: %q", ErrLocked, c.lockKey)
 	default: // the queue was full under DropNewest
 		c.committed = true
 		res.Status = StatusDropped
-		c.log.Info("chatflow: queue full, message dropped (drop-newest)", "depth", ar.QueueDepth)
+		c.log.InfoContext(c.parent, "chatflow: queue full, message dropped (drop-newest)", "depth", ar.QueueDepth)
 	}
 	if c.ownDelivered() {
 		res.Status = StatusHandled
@@ -196,7 +196,7 @@ func (c *call) finish(l *lease) (item, *lease) {
 		cancel()
 		switch {
 		case errors.Is(err, upstash.ErrLockNotHeld):
-			c.log.Warn("chatflow: lock lost before finishing", "error", err)
+			c.log.WarnContext(c.parent, "chatflow: lock lost before finishing", "error", err)
 			return c.retake()
 		case errors.Is(err, upstash.ErrOutcomeUnknown) && unknown+1 < releaseAttempts && (!c.bounded || time.Until(c.hard) > minCleanup):
 			// Sent again (a new operation): if the first one ran, it
@@ -204,19 +204,19 @@ func (c *call) finish(l *lease) (item, *lease) {
 			// entry whose reply is lost (this one pops the next one or
 			// releases); otherwise this one does what it did not.
 			unknown++
-			c.log.Error("chatflow: finish outcome unknown, finishing again: one queued message may be lost", "error", err)
+			c.log.ErrorContext(c.parent, "chatflow: finish outcome unknown, finishing again: one queued message may be lost", "error", err)
 			continue
 		case errors.Is(err, upstash.ErrOutcomeUnknown):
-			c.log.Error("chatflow: finish outcome unknown: the lock lapses at its TTL and one queued message may be lost", "error", err)
+			c.log.ErrorContext(c.parent, "chatflow: finish outcome unknown: the lock lapses at its TTL and one queued message may be lost", "error", err)
 			return item{}, nil
 		case err != nil:
-			c.log.Warn("chatflow: finish failed; releasing with the single operations", "error", err)
+			c.log.WarnContext(c.parent, "chatflow: finish failed; releasing with the single operations", "error", err)
 			c.release(l)
 			c.drainAfterRelease()
 			return item{}, nil
 		}
 		if fr.DeadLettered > 0 {
-			c.log.Error("chatflow: unreadable queue entries moved to the dead-letter list", "count", fr.DeadLettered)
+			c.log.ErrorContext(c.parent, "chatflow: unreadable queue entries moved to the dead-letter list", "count", fr.DeadLettered)
 		}
 		if fr.Next == nil {
 			return item{}, nil
@@ -224,7 +224,7 @@ func (c *call) finish(l *lease) (item, *lease) {
 		nl := &lease{lock: l.lock, sent: sent, ttl: ttl}
 		var m Message
 		if err := json.Unmarshal(fr.Next.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
-			c.log.Error("chatflow: queue entry is not a chat message; dropped", "bytes", len(fr.Next.Message), "error", err)
+			c.log.ErrorContext(c.parent, "chatflow: queue entry is not a chat message; dropped", "bytes", len(fr.Next.Message), "error", err)
 			l = nl
 			continue
 		}
@@ -241,7 +241,7 @@ func (c *call) finish(l *lease) (item, *lease) {
 				depth = 1
 			}
 			c.res.Left = depth
-			c.log.Warn("chatflow: out of time, messages left queued for the next holder", "depth", depth)
+			c.log.WarnContext(c.parent, "chatflow: out of time, messages left queued for the next holder", "depth", depth)
 			return item{}, nil
 		}
 		return it, nl
@@ -262,14 +262,14 @@ func (c *call) retake() (item, *lease) {
 	}
 	if c.timeLeft() < MinDrainTime {
 		c.res.Left = depth
-		c.log.Warn("chatflow: out of time, messages left queued for the next holder", "depth", depth)
+		c.log.WarnContext(c.parent, "chatflow: out of time, messages left queued for the next holder", "depth", depth)
 		return item{}, nil
 	}
 	l, err := c.acquire()
 	if err != nil || l == nil {
 		return item{}, nil // another holder has it, and Finish hands over to it
 	}
-	c.log.Info("chatflow: lock taken again to drain after losing it", "depth", depth)
+	c.log.InfoContext(c.parent, "chatflow: lock taken again to drain after losing it", "depth", depth)
 	c.holdFused(l, nil)
 	return item{}, nil
 }

@@ -73,7 +73,7 @@ func (c *call) release(l *lease) {
 		}
 	}
 	if err != nil {
-		c.log.Warn("chatflow: release failed; the lock lapses at its TTL", "error", err)
+		c.log.WarnContext(c.parent, "chatflow: release failed; the lock lapses at its TTL", "error", err)
 	}
 }
 
@@ -131,7 +131,7 @@ func (c *call) runHeartbeat(ctx context.Context, lose context.CancelCauseFunc, l
 		}
 		if !now.Before(lifetimeEnd) {
 			extending = false
-			c.log.Warn("chatflow: maximum lock lifetime reached; the lock lapses at its TTL and the handler's context ends before", "lifetime", c.f.s.maxLifetime)
+			c.log.WarnContext(c.parent, "chatflow: maximum lock lifetime reached; the lock lapses at its TTL and the handler's context ends before", "lifetime", c.f.s.maxLifetime)
 			continue
 		}
 		newTTL := c.leaseTTL()
@@ -149,10 +149,10 @@ func (c *call) runHeartbeat(ctx context.Context, lose context.CancelCauseFunc, l
 			nextTick = sent.Add(newTTL / 3)
 		case err == nil:
 			lose(fmt.Errorf("%w: %q is held under another token (it expired or was force-released)", ErrLockLost, c.lockKey))
-			c.log.Warn("chatflow: lock lost: held under another token")
+			c.log.WarnContext(c.parent, "chatflow: lock lost: held under another token")
 			return
 		default:
-			c.log.Warn("chatflow: extending the lock failed; retrying", "error", err)
+			c.log.WarnContext(c.parent, "chatflow: extending the lock failed; retrying", "error", err)
 			now = clk.Now()
 			nextTick = now.Add(max(min(ttl/3, guard.Sub(now)/2), minRetry))
 		}
@@ -161,10 +161,10 @@ func (c *call) runHeartbeat(ctx context.Context, lose context.CancelCauseFunc, l
 
 func (c *call) lapseCause(extending bool, heldUntil time.Time) error {
 	if !extending {
-		c.log.Warn("chatflow: lock about to lapse after its maximum lifetime; handler cancelled")
+		c.log.WarnContext(c.parent, "chatflow: lock about to lapse after its maximum lifetime; handler cancelled")
 		return fmt.Errorf("%w: %q reached its maximum lifetime %v", ErrLockLost, c.lockKey, c.f.s.maxLifetime)
 	}
-	c.log.Warn("chatflow: lock could lapse (extends failed or the process was frozen); handler cancelled")
+	c.log.WarnContext(c.parent, "chatflow: lock could lapse (extends failed or the process was frozen); handler cancelled")
 	return fmt.Errorf("%w: %q could not be extended and may lapse at %s", ErrLockLost, c.lockKey, heldUntil.Format(time.RFC3339Nano))
 }
 
@@ -203,7 +203,7 @@ func (c *call) turn(ctx context.Context, g []item) {
 			hasOwn = true
 		}
 	}
-	c.log.Debug("chatflow: turn", "latest", latest.ID, "skipped", len(skipped))
+	c.log.DebugContext(c.parent, "chatflow: turn", "latest", latest.ID, "skipped", len(skipped))
 	if err == nil {
 		return
 	}
@@ -211,7 +211,7 @@ func (c *call) turn(ctx context.Context, g []item) {
 		c.ownErr = err
 		return
 	}
-	c.log.Warn("chatflow: handler failed for a queued message", "latest", latest.ID, "error", err)
+	c.log.WarnContext(c.parent, "chatflow: handler failed for a queued message", "latest", latest.ID, "error", err)
 	c.res.Errors = append(c.res.Errors, fmt.Errorf("chatflow: handler for %s: %w", latest.ID, err))
 }
 
@@ -256,14 +256,14 @@ func (c *call) putBack(items []item) {
 				break
 			}
 			if errors.Is(err, upstash.ErrOutcomeUnknown) && try+1 < putBackAttempts {
-				c.log.Warn("chatflow: put-back outcome unknown, offering it again: the message may be queued twice, and it may be handled twice", "queued", it.m.ID, "error", err)
+				c.log.WarnContext(c.parent, "chatflow: put-back outcome unknown, offering it again: the message may be queued twice, and it may be handled twice", "queued", it.m.ID, "error", err)
 			}
 		}
 		if err != nil {
-			c.log.Error("chatflow: could not put a message back on the queue: it is lost", "queued", it.m.ID, "error", err)
+			c.log.ErrorContext(c.parent, "chatflow: could not put a message back on the queue: it is lost", "queued", it.m.ID, "error", err)
 			continue
 		}
-		c.log.Info("chatflow: message put back on the queue", "queued", it.m.ID)
+		c.log.InfoContext(c.parent, "chatflow: message put back on the queue", "queued", it.m.ID)
 	}
 }
 
@@ -286,14 +286,14 @@ func (c *call) dequeueAll(ctx context.Context) ([]item, error) {
 			var corrupt *upstash.CorruptValueError
 			switch {
 			case errors.As(err, &corrupt):
-				c.log.Error("chatflow: corrupt queue entry skipped", "error", err)
+				c.log.ErrorContext(c.parent, "chatflow: corrupt queue entry skipped", "error", err)
 				continue
 			case errors.Is(err, upstash.ErrOutcomeUnknown):
 				// Finish's Next is safe from this (its reply is recorded
 				// under an operation id); a single Dequeue is not.
-				c.log.Error("chatflow: dequeue outcome unknown: one queued message may be lost", "error", err)
+				c.log.ErrorContext(c.parent, "chatflow: dequeue outcome unknown: one queued message may be lost", "error", err)
 			default:
-				c.log.Warn("chatflow: dequeue failed; stopping this drain", "error", err)
+				c.log.WarnContext(c.parent, "chatflow: dequeue failed; stopping this drain", "error", err)
 			}
 			return out, err
 		}
@@ -301,12 +301,12 @@ func (c *call) dequeueAll(ctx context.Context) ([]item, error) {
 			return out, nil
 		}
 		if !e.ExpiresAt.IsZero() && c.f.s.clock.Now().After(e.ExpiresAt) {
-			c.log.Info("chatflow: queued message expired", "enqueuedAt", e.EnqueuedAt)
+			c.log.InfoContext(c.parent, "chatflow: queued message expired", "enqueuedAt", e.EnqueuedAt)
 			continue
 		}
 		var m Message
 		if err := json.Unmarshal(e.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
-			c.log.Error("chatflow: queue entry is not a chat message; dropped", "bytes", len(e.Message), "error", err)
+			c.log.ErrorContext(c.parent, "chatflow: queue entry is not a chat message; dropped", "bytes", len(e.Message), "error", err)
 			continue
 		}
 		out = append(out, item{m: &m, entry: e})
@@ -337,7 +337,7 @@ func (c *call) drain(ctx context.Context, carried []item) (progress bool) {
 		if ctx.Err() != nil {
 			c.putBack(carried)
 			if errors.Is(context.Cause(ctx), ErrLockLost) {
-				c.log.Warn("chatflow: stopping the drain: lock lost")
+				c.log.WarnContext(c.parent, "chatflow: stopping the drain: lock lost")
 			}
 			return progress
 		}
@@ -395,7 +395,7 @@ func (c *call) debounce(ctx context.Context, carried []item) (progress bool) {
 		if len(pending) > 0 && err == nil && c.timeLeft() >= MinDrainTime {
 			depth, derr := c.f.state.QueueDepth(ctx, c.lockKey)
 			if derr == nil && depth > 0 {
-				c.log.Info("chatflow: superseded, waiting another window", "depth", depth)
+				c.log.InfoContext(c.parent, "chatflow: superseded, waiting another window", "depth", depth)
 				continue
 			}
 		}

@@ -362,8 +362,10 @@ func WithBudget(d time.Duration) Option {
 
 // WithLogger makes the Flow log what it does (queued, drained, lock lost,
 // outcomes in doubt) at debug, info, warn and error levels. Lines name
-// thread ids, lock keys and message ids, never message content. The
-// default discards everything.
+// thread ids, lock keys and message ids, never message content. Records
+// are logged with the context passed to Handle or Drain (slog's *Context
+// methods), so a handler can add request-scoped attributes, such as
+// Lambda's request id, from it. The default discards everything.
 func WithLogger(l *slog.Logger) Option {
 	return func(s *settings) {
 		if l == nil {
