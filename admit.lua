@@ -25,13 +25,17 @@
 -- for.
 --
 -- The outcome is recorded under KEYS[1] as one string: 'd' (duplicate),
--- 'n' (no lock asked for), 'a' .. fence (lock taken), 'f' .. fence (lock
--- taken over from another holder), 'q' .. depth (busy, entry queued), 'b'
--- .. depth (busy, nothing queued). A repeat of the same operation id
--- applies nothing: it returns the recorded outcome, and reads the
--- subscription, the queue's length and the values again.
+-- 'n' (no lock asked for), 'a' .. fence .. ':' .. token (lock taken), 'f'
+-- .. fence .. ':' .. token (lock taken over from another holder), 'q' ..
+-- depth (busy, entry queued), 'b' .. depth (busy, nothing queued). A
+-- repeat of the same operation id applies nothing: it returns the recorded
+-- outcome (with the token the first attempt took, whatever ARGV[5] says
+-- now), and reads the subscription, the queue's length, the lock's PTTL
+-- and the values again.
 -- Reply: {outcome, subscribed ('1', '0' or ''), queue length ('' without a
--- lock), value or false for each key read}.
+-- lock), the lock's PTTL in ms on a repeat that took it ('-2' when it no
+-- longer holds the recorded token; '' otherwise), value or false for each
+-- key read}.
 local outcome = redis.call('GET', KEYS[1])
 local replay = outcome ~= false
 local k = 2
@@ -116,16 +120,16 @@ if not replay then
       redis.call('SET', lockKey, ARGV[5], 'PX', ARGV[6])
       redis.call('SET', fenceKey, fence, 'PX', ARGV[6])
       if forced then
-        outcome = 'f' .. fence
+        outcome = 'f' .. fence .. ':' .. ARGV[5]
       else
-        outcome = 'a' .. fence
+        outcome = 'a' .. fence .. ':' .. ARGV[5]
       end
     end
   end
   redis.call('SET', KEYS[1], outcome, 'PX', ARGV[1])
 end
 
-local reply = {outcome, '', ''}
+local reply = {outcome, '', '', ''}
 local kind = string.sub(outcome, 1, 1)
 if kind == 'd' then
   return reply
@@ -136,9 +140,17 @@ end
 if lockKey then
   reply[3] = tostring(redis.call('LLEN', queueKey))
 end
+if replay and lockKey and (kind == 'a' or kind == 'f') then
+  local token = string.match(outcome, ':(.*)$')
+  if token and redis.call('GET', lockKey) == token then
+    reply[4] = tostring(redis.call('PTTL', lockKey))
+  else
+    reply[4] = '-2'
+  end
+end
 if kind == 'n' or kind == 'a' or kind == 'f' then
   for i = 1, tonumber(ARGV[12]) do
-    reply[3 + i] = redis.call('GET', KEYS[k + i - 1])
+    reply[4 + i] = redis.call('GET', KEYS[k + i - 1])
   end
 end
 return reply

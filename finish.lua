@@ -36,12 +36,17 @@
 -- bytes can follow). kind is 'n' (entries popped, lock kept; count >= 1),
 -- 'r' (released), 'h' (not held; nothing written) or 'd' (the follow-up
 -- '2': entries moved, nothing else done); count is 0 unless kind is 'n'.
--- A repeat of the same operation id applies nothing and returns the
--- record, so popped entries whose reply was lost are handed over by the
--- retry, and entries are moved once.
+-- A repeat of the same operation id applies nothing and replies {record,
+-- the lock's PTTL in ms ('-2' when it no longer holds ARGV[2])}, so popped
+-- entries whose reply was lost are handed over by the retry, entries are
+-- moved once, and the client learns how long the kept lock has left.
 local done = redis.call('GET', KEYS[1])
 if done then
-  return done
+  local left = -2
+  if redis.call('GET', KEYS[2]) == ARGV[2] then
+    left = redis.call('PTTL', KEYS[2])
+  end
+  return {done, tostring(left)}
 end
 
 -- The entries of a record, in order; none unless kind is 'n'.

@@ -94,6 +94,18 @@ type AdmitRequest struct {
 	// false (the zero value): drop the oldest ("drop-oldest").
 	DropNewest bool
 
+	// OperationID is the operation's id (see NewOperationID): 16 to 64
+	// ASCII letters, digits, '-' or '_', else ErrInvalidArgument before any
+	// request. "" (the zero value): a fresh random id for this call. Set it
+	// to send the same request again after ErrOutcomeUnknown: a repeat with
+	// the id of an Admit that was applied applies nothing and returns the
+	// recorded outcome (Duplicate, the Lock it took with its token and
+	// fence, Busy, Queued), while one whose Admit never ran applies it now.
+	// Use an id for one request only, and resend before the record expires
+	// (10 minutes, or the first call's context deadline plus a minute when
+	// that is later).
+	OperationID string
+
 	// Read lists cache keys to read, as Get would, when the caller gets
 	// the lock or asked for none (ThreadID ""): the thread's state, say.
 	// Their values are in AdmitResult.Values, in the same order.
@@ -140,6 +152,10 @@ type AdmitResult struct {
 	// meanwhile), and reports ErrLockNotHeld if it was never taken;
 	// otherwise it lapses after LockTTL.
 	InDoubtLock *Lock
+	// OperationID is the operation id Admit used: AdmitRequest.OperationID,
+	// or the one it made. After ErrOutcomeUnknown, send the same request
+	// again with it to learn the outcome.
+	OperationID string
 }
 
 // CacheWrite is one value Finish stores, as Set(Key, Value, TTL) would.
@@ -177,6 +193,13 @@ type FinishRequest struct {
 	Set []CacheWrite
 	// Append lists the list items to append, in order; nil: none.
 	Append []ListAppend
+	// OperationID is the operation's id (see NewOperationID), as in
+	// AdmitRequest: "" (the zero value) makes a fresh one for this call;
+	// set it to send the same request again after ErrOutcomeUnknown and get
+	// the recorded result (the same Next and More, nothing popped or
+	// written twice, the lock released once) or apply it now if it never
+	// ran. Use an id for one request only.
+	OperationID string
 	// Take is the most live entries Finish pops when the queue holds any:
 	// 0 (the zero value) or 1 pops one, handed over in Next; n > 1 pops up
 	// to n, the oldest in Next and the others in FinishResult.More, all
@@ -213,6 +236,11 @@ type FinishResult struct {
 	// operation's record until that expires. Everything else in the result
 	// holds: Next and More are popped, and the lock is kept for them.
 	DeadLetterErr error
+	// OperationID is the operation id Finish used for its first request:
+	// FinishRequest.OperationID, or the one it made. After
+	// ErrOutcomeUnknown, send the same request again with it to learn the
+	// outcome.
+	OperationID string
 }
 
 // The fused scripts.
@@ -268,6 +296,11 @@ func (s *State) Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error
 
 func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error) {
 	var res AdmitResult
+	id, err := operationID(req.OperationID)
+	if err != nil {
+		return res, err
+	}
+	res.OperationID = id
 	// admit.lua's keys and arguments (after the operation id's), in order.
 	keys := make([]string, 0, 5+len(req.Append)+len(req.Read))
 	dedupeJSON, dedupeTTL := "", "0"
@@ -351,30 +384,43 @@ func (s *State) admit(ctx context.Context, req AdmitRequest) (AdmitResult, error
 		strconv.Itoa(len(req.Read)), strconv.Itoa(len(req.Append)),
 	}, appendArgs...)
 
-	v, err := s.runOp(ctx, admitScript, keys, args...)
+	before := s.now()
+	v, err := s.runOpID(ctx, id, admitScript, keys, args...)
 	if err != nil {
-		if lock != nil && errors.Is(err, ErrOutcomeUnknown) {
-			res.InDoubtLock = lock
+		if errors.Is(err, ErrOutcomeUnknown) {
+			if lock != nil {
+				res.InDoubtLock = lock
+			}
+			err = resendable(err, id)
 		}
 		return res, err
 	}
-	return s.admitResult(v, req, lock)
+	res, err = s.admitResult(v, req, lock, before)
+	res.OperationID = id
+	return res, err
+}
+
+// resendable is err, an ErrOutcomeUnknown of the operation id, saying that
+// the same request can be sent again with that id.
+func resendable(err error, id string) error {
+	return fmt.Errorf("%w (send the same request again with OperationID %q to apply it once or learn its outcome)", err, id)
 }
 
 // admitResult reads admit.lua's reply.
-func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult, error) {
+func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock, before time.Time) (AdmitResult, error) {
 	var res AdmitResult
 	bad := func() (AdmitResult, error) {
 		return AdmitResult{}, protocolErrorf("admit script replied %s", truncate(v.String(), 80))
 	}
 	parts, err := v.Array()
-	if err != nil || len(parts) < 3 {
+	if err != nil || len(parts) < 4 {
 		return bad()
 	}
 	outcome, err1 := parts[0].Text()
 	sub, err2 := parts[1].Text()
 	llen, err3 := parts[2].Text()
-	if err1 != nil || err2 != nil || err3 != nil || outcome == "" {
+	pttl, err4 := parts[3].Text()
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || outcome == "" {
 		return bad()
 	}
 	res.Subscribed = sub == "1"
@@ -395,8 +441,22 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult,
 		if lock == nil {
 			return bad()
 		}
-		if lock.Fence, err = strconv.ParseInt(rest, 10, 64); err != nil || lock.Fence <= 0 {
+		fence, token, ok := strings.Cut(rest, ":")
+		if !ok || token == "" {
 			return bad()
+		}
+		if lock.Fence, err = strconv.ParseInt(fence, 10, 64); err != nil || lock.Fence <= 0 {
+			return bad()
+		}
+		// A replay: the lock and its token are the first attempt's, and
+		// the script says how long it has left (-2: it is no longer held).
+		lock.Token = token
+		if pttl != "" {
+			ms, err := strconv.ParseInt(pttl, 10, 64)
+			if err != nil {
+				return bad()
+			}
+			lock.ExpiresAt = msFloor(before.Add(time.Duration(max(ms, 0)) * time.Millisecond))
 		}
 		res.Lock, res.TookOver = lock, kind == 'f'
 	case 'q', 'b':
@@ -411,7 +471,7 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult,
 	default:
 		return bad()
 	}
-	if len(parts) != 3+len(req.Read) {
+	if len(parts) != 4+len(req.Read) {
 		return bad()
 	}
 	if len(req.Read) == 0 {
@@ -419,7 +479,7 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock) (AdmitResult,
 	}
 	res.Values = make([]json.RawMessage, len(req.Read))
 	var errs []error
-	for i, p := range parts[3:] {
+	for i, p := range parts[4:] {
 		if p.IsNil() {
 			continue
 		}
@@ -546,34 +606,44 @@ func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, er
 		return res, fmt.Errorf("%w: thread %q: negative Take %d", ErrInvalidArgument, lock.ThreadID, req.Take)
 	}
 	take := strconv.Itoa(max(req.Take, 1))
+	opID, err := operationID(req.OperationID)
+	if err != nil {
+		return res, err
+	}
+	res.OperationID = opID
 	writeKeys, writeArgs, err := s.finishArgs(req)
 	if err != nil {
 		return res, err
 	}
 	prevOp, bad := "", "" // a request all of whose entries Go could not decode, and their positions
-	for {
+	for n := 0; ; n++ {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		id := ""
+		// The follow-ups' ids derive from the operation's, so a repeat of
+		// the whole Finish repeats them too ('.' is never in a given id).
+		id := opID
+		if n > 0 {
+			id = opID + "." + strconv.Itoa(n)
+		}
 		var keys []string
 		var args []any
 		if prevOp == "" {
-			id, keys, args, err = s.finishCall(ctx, lock, ttl, take, "0", "", "")
+			keys, args = s.finishCall(ctx, id, lock, ttl, take, "0", "", "")
 			keys = append(keys, writeKeys...)
 			args = append(args, writeArgs...)
 		} else {
 			// A follow-up: no writes (they were applied), the bad entries
 			// moved from prevOp's record, then release-or-next again.
-			id, keys, args, err = s.finishCall(ctx, lock, ttl, take, "1", prevOp, bad)
+			keys, args = s.finishCall(ctx, id, lock, ttl, take, "1", prevOp, bad)
 			args = append(args, "0", "0")
 		}
-		if err != nil {
-			return res, err
-		}
 		before := s.now()
-		kind, expired, dead, raws, err := s.runFinish(ctx, keys, args)
+		kind, expired, dead, raws, left, err := s.runFinish(ctx, keys, args)
 		if err != nil {
+			if errors.Is(err, ErrOutcomeUnknown) {
+				err = resendable(err, opID)
+			}
 			return res, err
 		}
 		res.Expired += expired
@@ -589,7 +659,13 @@ func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, er
 		case 'd':
 			return res, protocolErrorf("finish script replied kind d to a request that does not only move entries")
 		}
-		lock.ExpiresAt = msFloor(before.Add(ttl))
+		if left >= 0 {
+			// A repeat: the lock was kept by an earlier attempt, and has
+			// left ms to live (0: it is no longer held).
+			lock.ExpiresAt = msFloor(before.Add(left))
+		} else {
+			lock.ExpiresAt = msFloor(before.Add(ttl))
+		}
 		var good []QueueEntry
 		var positions []string
 		for i, raw := range raws {
@@ -610,7 +686,7 @@ func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, er
 			res.More = good[1:]
 		}
 		if bad != "" {
-			moved, err := s.deadLetterPopped(ctx, lock, ttl, take, id, bad)
+			moved, err := s.deadLetterPopped(ctx, opID+".d", lock, ttl, take, id, bad)
 			res.DeadLettered += moved
 			res.DeadLetterErr = wrapf(err, "Finish: moving %d unreadable entries to the dead-letter list", len(positions))
 		}
@@ -618,52 +694,57 @@ func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, er
 	}
 }
 
-// finishCall is a finish.lua call with a fresh operation id, up to its
+// finishCall is a finish.lua call with the operation id id, up to its
 // writes: the keys (with KEYS[6] = prevOp's record when there is a
 // follow-up) and ARGV[1] to ARGV[8].
-func (s *State) finishCall(ctx context.Context, lock *Lock, ttl time.Duration, take, followUp, prevOp, positions string) (id string, keys []string, args []any, err error) {
-	id, err = newOpID()
-	if err != nil {
-		return "", nil, nil, err
-	}
+func (s *State) finishCall(ctx context.Context, id string, lock *Lock, ttl time.Duration, take, followUp, prevOp, positions string) (keys []string, args []any) {
 	keys = []string{s.opKey(id), s.lockKey(lock.ThreadID), s.fenceKey(lock.ThreadID), s.queueKey(lock.ThreadID), s.deadLetterKey(lock.ThreadID)}
 	if prevOp != "" {
 		keys = append(keys, s.opKey(prevOp))
 	}
 	args = []any{msArg(opRecordTTL(ctx)), lock.Token, msArg(ttl), strconv.FormatInt(s.now().UnixMilli(), 10), msArg(deadLetterTTL), take, followUp, positions}
-	return id, keys, args, nil
+	return keys, args
 }
 
-// runFinish runs finish.lua and parses its reply.
-func (s *State) runFinish(ctx context.Context, keys []string, args []any) (kind byte, expired, dead int, entries [][]byte, err error) {
+// runFinish runs finish.lua and parses its reply. left is -1, or, when the
+// reply is a repeat's, the time the lock has left (0 when it no longer
+// holds the token).
+func (s *State) runFinish(ctx context.Context, keys []string, args []any) (kind byte, expired, dead int, entries [][]byte, left time.Duration, err error) {
 	v, err := finishScript.Run(ctx, s.c, keys, args...)
 	if err = inDoubt(err); err != nil {
-		return 0, 0, 0, nil, err
+		return 0, 0, 0, nil, 0, err
+	}
+	left = -1
+	if parts, err := v.Array(); err == nil {
+		// A repeat: {record, the lock's PTTL in ms}.
+		ms, err := parts[min(1, len(parts)-1)].Text()
+		n, err2 := strconv.ParseInt(ms, 10, 64)
+		if len(parts) != 2 || err != nil || err2 != nil {
+			return 0, 0, 0, nil, 0, protocolErrorf("finish script replied %s", truncate(v.String(), 80))
+		}
+		v, left = parts[0], time.Duration(max(n, 0))*time.Millisecond
 	}
 	r, err := opReply(v, "finish")
 	if err != nil {
-		return 0, 0, 0, nil, err
+		return 0, 0, 0, nil, 0, err
 	}
 	kind, expired, dead, entries, ok := parseFinish(r)
 	if !ok {
-		return 0, 0, 0, nil, protocolErrorf("finish script replied %q", truncate(r, 40))
+		return 0, 0, 0, nil, 0, protocolErrorf("finish script replied %q", truncate(r, 40))
 	}
-	return kind, expired, dead, entries, nil
+	return kind, expired, dead, entries, left, nil
 }
 
 // deadLetterPopped moves the entries at positions (from 1, separated by
 // commas) of operation prevOp's record to the dead-letter list, in a
 // follow-up request of its own that does nothing else, and returns how
 // many it moved.
-func (s *State) deadLetterPopped(ctx context.Context, lock *Lock, ttl time.Duration, take, prevOp, positions string) (int, error) {
+func (s *State) deadLetterPopped(ctx context.Context, id string, lock *Lock, ttl time.Duration, take, prevOp, positions string) (int, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
-	_, keys, args, err := s.finishCall(ctx, lock, ttl, take, "2", prevOp, positions)
-	if err != nil {
-		return 0, err
-	}
-	kind, _, dead, _, err := s.runFinish(ctx, keys, append(args, "0", "0"))
+	keys, args := s.finishCall(ctx, id, lock, ttl, take, "2", prevOp, positions)
+	kind, _, dead, _, _, err := s.runFinish(ctx, keys, append(args, "0", "0"))
 	if err != nil {
 		return 0, err
 	}

@@ -40,6 +40,44 @@ func opRecordTTL(ctx context.Context) time.Duration {
 	return ttl
 }
 
+// NewOperationID returns a new operation id for AdmitRequest.OperationID
+// or FinishRequest.OperationID: 32 hex digits from crypto/rand. Make one per
+// operation, before its first call, and send the same request again with it
+// when that call failed with ErrOutcomeUnknown.
+func NewOperationID() (string, error) { return newOpID() }
+
+// Limits of an operation id given by the caller.
+const (
+	minOperationIDLen = 16
+	maxOperationIDLen = 64
+)
+
+// checkOperationID refuses an operation id given by the caller that is not
+// 16 to 64 ASCII letters, digits, '-' or '_'.
+func checkOperationID(id string) error {
+	if len(id) < minOperationIDLen || len(id) > maxOperationIDLen {
+		return fmt.Errorf("%w: operation id of %d bytes (want %d to %d)", ErrInvalidArgument, len(id), minOperationIDLen, maxOperationIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return fmt.Errorf("%w: operation id %q: byte %d is not a letter, digit, '-' or '_'", ErrInvalidArgument, truncate(id, 64), i)
+		}
+	}
+	return nil
+}
+
+// operationID is id, checked, or a fresh one when id is "".
+func operationID(id string) (string, error) {
+	if id == "" {
+		return newOpID()
+	}
+	if err := checkOperationID(id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
 // newOpID returns 16 random bytes in hex.
 func newOpID() (string, error) {
 	var b [16]byte
@@ -65,6 +103,14 @@ func (s *State) runOp(ctx context.Context, script *Script, keys []string, args .
 	id, err := newOpID()
 	if err != nil {
 		return Value{}, err
+	}
+	return s.runOpID(ctx, id, script, keys, args...)
+}
+
+// runOpID is runOp with the operation id id.
+func (s *State) runOpID(ctx context.Context, id string, script *Script, keys []string, args ...any) (Value, error) {
+	if err := ctx.Err(); err != nil {
+		return Value{}, err // nothing is sent
 	}
 	allKeys := append([]string{s.opKey(id)}, keys...)
 	allArgs := append([]any{msArg(opRecordTTL(ctx))}, args...)
