@@ -69,6 +69,8 @@ var fusedTests = []fusedTest{
 	{"ConcurrentWebhooks", func(t *testing.T, s upstash.FusedAdapter) { testConcurrentWebhooks(t, s, 0) }},
 	{"ConcurrentWebhooksTakeSeveral", func(t *testing.T, s upstash.FusedAdapter) { testConcurrentWebhooks(t, s, 4) }},
 	{"FusedInvalidInput", testFusedInvalidInput},
+	{"AdmitOperationIDRepeat", testAdmitOperationIDRepeat},
+	{"FinishOperationIDRepeat", testFinishOperationIDRepeat},
 }
 
 func admitOK(t *testing.T, s upstash.FusedAdapter, req upstash.AdmitRequest) upstash.AdmitResult {
@@ -554,7 +556,118 @@ func testFusedInvalidInput(t *testing.T, s upstash.FusedAdapter) {
 		_, err := s.Finish(ctx, req)
 		wantErrIs(t, err, upstash.ErrInvalidArgument, "Finish with "+name)
 	}
+	for _, id := range []string{"short", "0123456789abcdef:x", "0123456789abcdef.1"} {
+		_, err := s.Admit(ctx, upstash.AdmitRequest{ThreadID: thread, LockTTL: time.Minute, OperationID: id})
+		wantErrIs(t, err, upstash.ErrInvalidArgument, "Admit with OperationID "+id)
+		_, err = s.Finish(ctx, upstash.FinishRequest{Lock: lock, LockTTL: time.Minute, OperationID: id})
+		wantErrIs(t, err, upstash.ErrInvalidArgument, "Finish with OperationID "+id)
+	}
 	if busy(t, s, thread) {
 		t.Error("an invalid call took a lock")
+	}
+}
+
+func operationID(t *testing.T) string {
+	t.Helper()
+	id, err := upstash.NewOperationID()
+	noErr(t, err, "NewOperationID")
+	return id
+}
+
+// testAdmitOperationIDRepeat: an Admit sent again with the same
+// OperationID (as after ErrOutcomeUnknown) returns the recorded outcome,
+// with the lock actually held, and applies nothing again; a new id is a
+// new operation.
+func testAdmitOperationIDRepeat(t *testing.T, s upstash.FusedAdapter) {
+	thread := uid(t, "opid-admit")
+	ctx := ctxFor(t)
+	req := webhook(t, thread, "m1")
+	req.Append = []upstash.ListAppend{{Key: thread + ":history", Value: "m1"}}
+	req.OperationID = operationID(t)
+	first := admitOK(t, s, req)
+	if first.Lock == nil || first.OperationID != req.OperationID {
+		t.Fatalf("Admit = %+v, want the lock and the operation id", first)
+	}
+	again := admitOK(t, s, req)
+	if again.Duplicate || again.Lock == nil || again.Lock.Token != first.Lock.Token || again.Lock.Fence != first.Lock.Fence {
+		t.Fatalf("repeat = %+v, want the recorded lock %+v", again, first.Lock)
+	}
+	if got := listStrings(t, getList(t, s, thread+":history")); fmt.Sprint(got) != "[m1]" {
+		t.Errorf("history = %v, want [m1]: appended once", got)
+	}
+	if n := depth(t, s, thread); n != 0 {
+		t.Errorf("queue depth %d, want 0", n)
+	}
+	// The repeat's lock is the one held.
+	if ok, err := s.ExtendLock(ctx, again.Lock, longTTL); err != nil || !ok {
+		t.Errorf("ExtendLock of the repeat's lock = %v, %v", ok, err)
+	}
+	req2 := req
+	req2.OperationID = operationID(t)
+	if res := admitOK(t, s, req2); !res.Duplicate {
+		t.Errorf("a new id = %+v, want a duplicate", res)
+	}
+	// Busy: queued once.
+	q := webhook(t, thread, "m2")
+	q.OperationID = operationID(t)
+	for i := 0; i < 2; i++ {
+		res := admitOK(t, s, q)
+		if !res.Busy || !res.Queued || res.Lock != nil || res.QueueDepth != 1 {
+			t.Errorf("Admit %d of a busy thread = %+v, want queued once", i+1, res)
+		}
+	}
+	if n := depth(t, s, thread); n != 1 {
+		t.Errorf("queue depth %d, want 1", n)
+	}
+	noErr(t, s.ReleaseLock(ctx, again.Lock), "ReleaseLock")
+	// A repeat after the release takes nothing.
+	if res := admitOK(t, s, req); res.Lock == nil || res.Lock.Token != first.Lock.Token {
+		t.Errorf("repeat after release = %+v, want the recorded lock", res)
+	}
+	if busy(t, s, thread) {
+		t.Error("a repeat took the lock again")
+	}
+}
+
+// testFinishOperationIDRepeat: a Finish sent again with the same
+// OperationID returns the same popped entries, pops nothing more, and
+// does not release a lock taken since.
+func testFinishOperationIDRepeat(t *testing.T, s upstash.FusedAdapter) {
+	thread := uid(t, "opid-finish")
+	ctx := ctxFor(t)
+	lock := acquire(t, s, thread, longTTL)
+	for _, m := range []string{"m1", "m2", "m3"} {
+		if _, err := s.Enqueue(ctx, thread, entry(t, m, longTTL), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	req := upstash.FinishRequest{Lock: lock, LockTTL: longTTL, Take: 2, OperationID: operationID(t),
+		Append: []upstash.ListAppend{{Key: thread + ":history", Value: "reply"}}}
+	for i := 0; i < 2; i++ {
+		res := finishOK(t, s, req)
+		if messageOf(t, res.Next) != "m1" || len(res.More) != 1 || messageOf(t, &res.More[0]) != "m2" || res.OperationID != req.OperationID {
+			t.Fatalf("Finish %d = %+v, want m1 and m2", i+1, res)
+		}
+	}
+	if n := depth(t, s, thread); n != 1 {
+		t.Errorf("queue depth %d, want 1: nothing popped twice", n)
+	}
+	if got := listStrings(t, getList(t, s, thread+":history")); fmt.Sprint(got) != "[reply]" {
+		t.Errorf("history = %v, want [reply]", got)
+	}
+	res := finishOK(t, s, upstash.FinishRequest{Lock: lock, LockTTL: longTTL, OperationID: operationID(t)})
+	if messageOf(t, res.Next) != "m3" {
+		t.Fatalf("a new id = %+v, want m3", res)
+	}
+	rel := upstash.FinishRequest{Lock: lock, LockTTL: longTTL, OperationID: operationID(t)}
+	if res := finishOK(t, s, rel); res.Next != nil {
+		t.Fatalf("Finish = %+v, want the release", res)
+	}
+	other := acquire(t, s, thread, longTTL)
+	if res := finishOK(t, s, rel); res.Next != nil {
+		t.Errorf("repeat of the release = %+v, want the recorded release", res)
+	}
+	if ok, err := s.ExtendLock(ctx, other, longTTL); err != nil || !ok {
+		t.Errorf("the lock taken after the release: ExtendLock = %v, %v; a repeat must not release it", ok, err)
 	}
 }
