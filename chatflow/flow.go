@@ -91,7 +91,9 @@ type Result struct {
 	Left int
 	// Errors holds the handler's errors for turns that did not include
 	// the message passed to Handle (queued messages of other webhooks);
-	// the drain goes on after them.
+	// the drain goes on after them. With WithDeferredWrites it also
+	// reports writes Finish could not apply (ErrWritesNotApplied) or
+	// whose outcome stayed unknown (upstash.ErrOutcomeUnknown).
 	Errors []error
 }
 
@@ -285,6 +287,7 @@ func (f *Flow) Drain(ctx context.Context, lockKey string) (Result, error) {
 		return res, nil
 	}
 	if f.fused != nil {
+		c.hs = c.newHold()
 		c.holdFused(lease, nil)
 		return res, nil
 	}
@@ -310,6 +313,10 @@ type call struct {
 	committed bool     // own is queued or deliberately dropped
 	ownErr    error    // the handler's error for own's turn
 	delivered map[string]bool
+
+	// hs is the current lock hold's reads and deferred writes (fused path;
+	// nil on the 18 operations).
+	hs *holdState
 }
 
 // newCall plans the call's time: a deadline from ctx or WithBudget, the

@@ -25,6 +25,8 @@ func (c *call) handleFused() (Result, error) {
 	f, m, res := c.f, c.own, c.res
 	key := DedupeKey(c.adapter, m.ID)
 	req := upstash.AdmitRequest{DedupeKey: key, DedupeTTL: f.s.dedupeTTL}
+	// The turn's reads, along with the lock (see Thread).
+	req.CheckSubscription, req.Read = m.ThreadID, []string{ThreadStateKey(m.ThreadID)}
 	if h := f.s.history; h != nil {
 		opts := upstash.ListOptions{MaxLength: h.MaxMessages, TTL: h.TTL}
 		req.Append = append(req.Append, upstash.ListAppend{Key: HistoryKey(m.ThreadID), Value: m.forHistory(), Options: opts})
@@ -61,6 +63,7 @@ func (c *call) handleFused() (Result, error) {
 		// (the message may then be handled twice, never lost).
 		c.log.WarnContext(c.parent, "chatflow: admit outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
 		if ar.InDoubtLock != nil {
+			c.hs = c.newHold()
 			c.finishLoop(&lease{lock: ar.InDoubtLock, sent: sent, ttl: ttl})
 		}
 		if c.ownDelivered() {
@@ -92,6 +95,10 @@ func (c *call) handleFused() (Result, error) {
 		}
 	}()
 
+	if c.lockKey == "" || ar.Lock != nil {
+		c.hs = c.newHold()
+		c.hs.seed(m.ThreadID, ar)
+	}
 	switch {
 	case c.lockKey == "":
 		err = c.runConcurrent()
@@ -129,11 +136,16 @@ func (c *call) handleFused() (Result, error) {
 
 // holdFused runs the strategy's holder part with l held, carried in hand
 // (the call's own message, or nothing for Drain), then Finish; while
-// Finish hands over a queued entry, it runs the holder part again with it.
+// Finish hands over a batch of queued entries, it runs the holder part
+// again with them. With nothing in hand under Queue and Drop (a Drain, a
+// lock taken again), it goes straight to Finish, which hands the queue
+// over.
 func (c *call) holdFused(l *lease, carried []item) {
 	withOwn := len(carried) > 0 && carried[0].entry == nil
 	for {
-		c.held(l, func(ctx context.Context) { c.holdFusedTurn(ctx, carried) })
+		if len(carried) > 0 || c.f.s.strategy == Debounce || c.f.s.strategy == Burst {
+			c.held(l, func(ctx context.Context) { c.holdFusedTurn(ctx, carried) })
+		}
 		if withOwn {
 			withOwn = false
 			// Lost lock or no time: queued before Finish, so that Finish
@@ -146,14 +158,15 @@ func (c *call) holdFused(l *lease, carried []item) {
 		if nl == nil {
 			return
 		}
-		l, carried = nl, []item{next}
+		l, carried = nl, next
 	}
 }
 
 // holdFusedTurn is the strategy's holder part on the fused path: Queue
-// (and Drop, and Drain) hands over the own message alone, or an entry from
-// Finish with the rest of the queue (the core's skipped messages);
-// Debounce and Burst wait their windows as on the plain path.
+// (and Drop, and Drain) hands over the own message alone, or the batch
+// Finish took off the queue (the latest message with the older ones as
+// skipped, the core's drain); Debounce and Burst wait their windows as on
+// the plain path.
 func (c *call) holdFusedTurn(ctx context.Context, carried []item) {
 	switch c.f.s.strategy {
 	case Burst:
@@ -165,11 +178,9 @@ func (c *call) holdFusedTurn(ctx context.Context, carried []item) {
 	case Debounce:
 		c.debounce(ctx, carried)
 	default:
-		if len(carried) > 0 && carried[0].entry == nil {
-			c.deliver(ctx, carried) // the own message: Finish looks at the queue
-			return
-		}
-		c.drain(ctx, carried)
+		// The own message, or Finish's batch: Finish takes the next look
+		// at the queue.
+		c.deliver(ctx, carried)
 	}
 }
 
@@ -178,73 +189,97 @@ func (c *call) holdFusedTurn(ctx context.Context, carried []item) {
 func (c *call) finishLoop(l *lease) {
 	next, nl := c.finish(l)
 	if nl != nil {
-		c.holdFused(nl, []item{next})
+		c.holdFused(nl, next)
 	}
 }
 
+// take is FinishRequest.Take: the queue's cap, so that one Finish hands
+// over everything a writer with the same cap can have queued (DropNewest
+// keeps a queue within the cap too). Should another writer (a TypeScript
+// bot with a larger cap) have queued more, the rest comes with the next
+// Finish, as another turn.
+func (c *call) take() int { return c.f.s.maxQueue }
+
 // finish ends a turn with Finish: nil when the lock was released (the
-// queue held no live entry) or lost, otherwise the next queued message
-// and the lease kept for it. When Finish fails, the lock is released with
-// the single operations and the queue looked at as on the plain path.
-func (c *call) finish(l *lease) (item, *lease) {
+// queue held no live entry) or lost, otherwise the batch of queued
+// messages Finish took (up to take(), oldest first) and the lease kept for
+// them. When Finish fails, the lock is released with the single operations
+// and the queue looked at as on the plain path.
+func (c *call) finish(l *lease) ([]item, *lease) {
+	w := c.hs.takeWrites() // the turn's deferred writes, fenced by Finish
 	unknown := 0
 	for {
 		ctx, cancel := c.cleanupCtx()
 		ttl := c.leaseTTL()
 		sent := c.f.s.clock.Now()
-		fr, err := c.f.fused.Finish(ctx, upstash.FinishRequest{Lock: l.lock, LockTTL: ttl})
+		fr, err := c.f.fused.Finish(ctx, upstash.FinishRequest{Lock: l.lock, LockTTL: ttl, Set: w.sets, Append: w.appends, Take: c.take()})
 		cancel()
 		switch {
 		case errors.Is(err, upstash.ErrLockNotHeld):
 			c.log.WarnContext(c.parent, "chatflow: lock lost before finishing", "error", err)
+			c.writesFailed(w, err, unknown > 0)
 			return c.retake()
 		case errors.Is(err, upstash.ErrOutcomeUnknown) && unknown+1 < releaseAttempts && (!c.bounded || time.Until(c.hard) > minCleanup):
 			// Sent again (a new operation): if the first one ran, it
-			// released the lock (this one then finds it gone) or popped an
-			// entry whose reply is lost (this one pops the next one or
+			// released the lock (this one then finds it gone) or popped a
+			// batch whose reply is lost (this one pops what is left or
 			// releases); otherwise this one does what it did not.
 			unknown++
-			c.log.ErrorContext(c.parent, "chatflow: finish outcome unknown, finishing again: one queued message may be lost", "error", err)
+			c.log.ErrorContext(c.parent, "chatflow: finish outcome unknown, finishing again: queued messages may be lost", "upTo", c.take(), "error", err)
 			continue
 		case errors.Is(err, upstash.ErrOutcomeUnknown):
-			c.log.ErrorContext(c.parent, "chatflow: finish outcome unknown: the lock lapses at its TTL and one queued message may be lost", "error", err)
-			return item{}, nil
+			c.log.ErrorContext(c.parent, "chatflow: finish outcome unknown: the lock lapses at its TTL and queued messages may be lost", "upTo", c.take(), "error", err)
+			c.writesFailed(w, err, true)
+			return nil, nil
 		case err != nil:
 			c.log.WarnContext(c.parent, "chatflow: finish failed; releasing with the single operations", "error", err)
+			c.writesFailed(w, err, unknown > 0)
 			c.release(l)
+			c.hs = nil // the plain path's turns write at once
 			c.drainAfterRelease()
-			return item{}, nil
+			return nil, nil
 		}
 		if fr.DeadLettered > 0 {
 			c.log.ErrorContext(c.parent, "chatflow: unreadable queue entries moved to the dead-letter list", "count", fr.DeadLettered)
 		}
+		if fr.DeadLetterErr != nil {
+			c.log.ErrorContext(c.parent, "chatflow: unreadable queue entries taken with the batch could not be moved to the dead-letter list", "error", fr.DeadLetterErr)
+		}
 		if fr.Next == nil {
-			return item{}, nil
+			return nil, nil
 		}
 		nl := &lease{lock: l.lock, sent: sent, ttl: ttl}
-		var m Message
-		if err := json.Unmarshal(fr.Next.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
-			c.log.ErrorContext(c.parent, "chatflow: queue entry is not a chat message; dropped", "bytes", len(fr.Next.Message), "error", err)
+		entries := append([]upstash.QueueEntry{*fr.Next}, fr.More...)
+		batch := make([]item, 0, len(entries))
+		for i := range entries {
+			e := &entries[i]
+			var m Message
+			if err := json.Unmarshal(e.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
+				c.log.ErrorContext(c.parent, "chatflow: queue entry is not a chat message; dropped", "bytes", len(e.Message), "error", err)
+				continue
+			}
+			batch = append(batch, item{m: &m, entry: e})
+		}
+		if len(batch) == 0 {
 			l = nl
 			continue
 		}
-		it := item{m: &m, entry: fr.Next}
 		if c.work.Err() != nil || c.timeLeft() < MinDrainTime {
-			// Too late to hand it over: back on the queue for the next
+			// Too late to hand them over: back on the queue for the next
 			// holder (or a Drain), and the lock released.
-			c.putBack([]item{it})
+			c.putBack(batch)
 			c.release(nl)
 			ctx, cancel := c.cleanupCtx()
 			depth, err := c.f.state.QueueDepth(ctx, c.lockKey)
 			cancel()
 			if err != nil {
-				depth = 1
+				depth = len(batch)
 			}
 			c.res.Left = depth
 			c.log.WarnContext(c.parent, "chatflow: out of time, messages left queued for the next holder", "depth", depth)
-			return item{}, nil
+			return nil, nil
 		}
-		return it, nl
+		return batch, nl
 	}
 }
 
@@ -252,24 +287,31 @@ func (c *call) finish(l *lease) (item, *lease) {
 // force-released): when entries are queued and the lock is free, nobody
 // else may be left to drain them, so the call takes the lock again and
 // hands over the queue (as the plain path's look after releasing does).
-func (c *call) retake() (item, *lease) {
+func (c *call) retake() ([]item, *lease) {
 	if c.work.Err() != nil {
-		return item{}, nil
+		return nil, nil
 	}
 	depth, err := c.f.state.QueueDepth(c.work, c.lockKey)
 	if err != nil || depth == 0 {
-		return item{}, nil
+		return nil, nil
 	}
 	if c.timeLeft() < MinDrainTime {
 		c.res.Left = depth
 		c.log.WarnContext(c.parent, "chatflow: out of time, messages left queued for the next holder", "depth", depth)
-		return item{}, nil
+		return nil, nil
 	}
 	l, err := c.acquire()
 	if err != nil || l == nil {
-		return item{}, nil // another holder has it, and Finish hands over to it
+		return nil, nil // another holder has it, and Finish hands over to it
 	}
 	c.log.InfoContext(c.parent, "chatflow: lock taken again to drain after losing it", "depth", depth)
+	c.hs = c.newHold() // a new hold: what the lost one knew may be stale
 	c.holdFused(l, nil)
-	return item{}, nil
+	return nil, nil
+}
+
+// newHold starts a lock hold's reads and deferred writes (see holdState):
+// writes are deferred with WithDeferredWrites when a lock is held.
+func (c *call) newHold() *holdState {
+	return newHoldState(c.f.s.deferWrites && c.lockKey != "")
 }

@@ -191,8 +191,95 @@ func TestFusedLockLostBeforeFinish(t *testing.T) {
 			t.Errorf("%s handed over %d times", id, n)
 		}
 	}
-	if e.hooks.count("Finish") != 2 || e.logs.containing("lock lost before finishing") != 1 {
-		t.Errorf("%d Finish calls; log:\n%s", e.hooks.count("Finish"), e.logs.dump())
+	// The lost Finish, the one handing b and c over at once (no Dequeue),
+	// the one releasing.
+	if e.hooks.count("Finish") != 3 || e.hooks.count("Dequeue") != 0 || e.logs.containing("lock lost before finishing") != 1 {
+		t.Errorf("%d Finish, %d Dequeue calls; log:\n%s", e.hooks.count("Finish"), e.hooks.count("Dequeue"), e.logs.dump())
 	}
 	e.assertClean()
+}
+
+// A drain of N queued messages is one Finish handing the batch over (the
+// latest as Turn.Message, the others skipped) and one releasing: N+1
+// Dequeues fewer than a Dequeue loop.
+func TestFusedDrainInOneFinish(t *testing.T) {
+	for _, n := range []int{1, 5, 10} {
+		t.Run(fmt.Sprint(n), func(t *testing.T) {
+			e := newEnv(t)
+			e.fused = true
+			ctx := bg(t)
+			warmFused(t, e)
+			f := e.flow(WithStrategy(Queue))
+			started, open := e.rec.gate("a")
+			_, waitA := handleAsync(ctx, f, msg("a", th))
+			waitClosed(t, started, "a's turn")
+			var ids []string
+			for i := 0; i < n; i++ {
+				id := fmt.Sprintf("q%d", i)
+				ids = append(ids, id)
+				mustHandle(t, f, msg(id, th), StatusQueued)
+			}
+			before := e.srv.Stats().TotalRequests
+			open()
+			res, err := waitA()
+			if err != nil || len(res.Delivered) != n+1 || res.Turns != 2 {
+				t.Fatalf("holder: %+v, %v", res, err)
+			}
+			// a's Finish hands the batch over, the next one releases.
+			if got := e.srv.Stats().TotalRequests - before; got != 2 {
+				t.Errorf("drain of %d: %d requests, want 2", n, got)
+			}
+			if e.hooks.count("Finish") != 2 || e.hooks.count("Dequeue") != 0 {
+				t.Errorf("%d Finish, %d Dequeue calls, want 2 and 0", e.hooks.count("Finish"), e.hooks.count("Dequeue"))
+			}
+			turns := e.rec.turnList()
+			last := turns[len(turns)-1]
+			if last.latest != ids[n-1] || strings.Join(last.skipped, ",") != strings.Join(ids[:n-1], ",") {
+				t.Errorf("drained turn %+v, want latest %s, skipped %v", last, ids[n-1], ids[:n-1])
+			}
+			e.assertClean()
+		})
+	}
+}
+
+// Take is the queue's cap: when another writer (a TypeScript bot with a
+// larger cap) queued more, the rest comes with the next Finish, as a turn
+// of its own, and nothing is left.
+func TestFusedDrainBeyondTheCap(t *testing.T) {
+	e := newEnv(t)
+	e.fused = true
+	ctx := bg(t)
+	f := e.flow(WithStrategy(Queue), WithMaxQueueSize(3))
+	for i := 0; i < 5; i++ {
+		data, _ := msg(fmt.Sprintf("q%d", i), th).MarshalJSON()
+		now := time.Now()
+		if _, err := e.state.Enqueue(ctx, th, upstash.QueueEntry{Message: data, EnqueuedAt: now, ExpiresAt: now.Add(time.Minute)}, 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	res, err := f.Drain(ctx, th)
+	if err != nil || len(res.Delivered) != 5 || res.Turns != 2 {
+		t.Fatalf("drain: %+v, %v", res, err)
+	}
+	if e.hooks.count("Finish") != 3 || e.hooks.count("Dequeue") != 0 {
+		t.Errorf("%d Finish, %d Dequeue calls, want 3 and 0", e.hooks.count("Finish"), e.hooks.count("Dequeue"))
+	}
+	wantTurns(t, e.rec.turnList(),
+		turnRecord{latest: "q2", skipped: []string{"q0", "q1"}, thread: th, lockKey: th},
+		turnRecord{latest: "q4", skipped: []string{"q3"}, thread: th, lockKey: th})
+	e.assertClean()
+}
+
+// warmFused loads Admit's and Finish's scripts (a webhook on a thread of
+// its own, past the hooks), so that request counts see EVALSHA only.
+func warmFused(t *testing.T, e *env) {
+	t.Helper()
+	ctx := bg(t)
+	ar, err := e.state.Admit(ctx, upstash.AdmitRequest{ThreadID: "warm", LockTTL: time.Minute})
+	if err != nil || ar.Lock == nil {
+		t.Fatal(ar, err)
+	}
+	if _, err := e.state.Finish(ctx, upstash.FinishRequest{Lock: ar.Lock, LockTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
 }

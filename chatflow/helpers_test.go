@@ -636,7 +636,8 @@ func (h *hookState) AppendToList(ctx context.Context, key string, v any, o upsta
 // ---------------------------------------------------------------- logs
 
 // logCounter is a slog.Handler counting records by message, for the
-// outcomes the Flow reports as in doubt.
+// outcomes the Flow reports as in doubt (a record carrying "upTo" counts
+// that many times).
 type logCounter struct {
 	mu     sync.Mutex
 	counts map[string]int
@@ -650,7 +651,17 @@ func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
 	if l.counts == nil {
 		l.counts = map[string]int{}
 	}
-	l.counts[r.Message]++
+	// A record with an int attribute "upTo" (a Finish in doubt that may
+	// have taken a batch) counts that many times.
+	weight := 1
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == "upTo" && a.Value.Kind() == slog.KindInt64 {
+			weight = int(a.Value.Int64())
+			return false
+		}
+		return true
+	})
+	l.counts[r.Message] += weight
 	if len(l.lines) < 2000 {
 		line := r.Level.String() + " " + r.Message
 		r.Attrs(func(a slog.Attr) bool {

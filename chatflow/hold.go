@@ -192,7 +192,7 @@ func (c *call) turn(ctx context.Context, g []item) {
 	for _, it := range g[:len(g)-1] {
 		skipped = append(skipped, it.m)
 	}
-	t := &Turn{Thread: c.f.Thread(latest.ThreadID), LockKey: c.lockKey, Message: latest, Skipped: skipped}
+	t := &Turn{Thread: c.f.thread(latest.ThreadID, c.hs), LockKey: c.lockKey, Message: latest, Skipped: skipped}
 	err := c.f.handler(ctx, t)
 	c.res.Turns++
 	hasOwn := false
@@ -417,8 +417,12 @@ type slot struct {
 func (c *call) runConcurrent() error {
 	tid := c.own.ThreadID
 	if n := c.f.s.maxConcurrent; n > 0 {
-		if err := c.f.acquireSlot(c.work, tid, n); err != nil {
+		waited, err := c.f.acquireSlot(c.work, tid, n)
+		if err != nil {
 			return fmt.Errorf("chatflow: waiting for a handler slot on %q: %w", tid, err)
+		}
+		if waited {
+			c.hs = nil // the admission's read may be stale by now: read live
 		}
 		defer c.f.releaseSlot(tid)
 	}
@@ -429,7 +433,9 @@ func (c *call) runConcurrent() error {
 	return nil
 }
 
-func (f *Flow) acquireSlot(ctx context.Context, tid string, n int) error {
+// acquireSlot takes one of tid's n slots, waiting for one when all are
+// taken; waited reports that it had to.
+func (f *Flow) acquireSlot(ctx context.Context, tid string, n int) (waited bool, err error) {
 	f.mu.Lock()
 	s := f.slots[tid]
 	if s == nil {
@@ -439,14 +445,14 @@ func (f *Flow) acquireSlot(ctx context.Context, tid string, n int) error {
 	if s.inFlight < n {
 		s.inFlight++
 		f.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	ch := make(chan struct{})
 	s.waiters = append(s.waiters, ch)
 	f.mu.Unlock()
 	select {
 	case <-ch:
-		return nil
+		return true, nil
 	case <-ctx.Done():
 	}
 	f.mu.Lock()
@@ -454,7 +460,7 @@ func (f *Flow) acquireSlot(ctx context.Context, tid string, n int) error {
 	case <-ch: // handed a slot meanwhile: give it back
 		f.mu.Unlock()
 		f.releaseSlot(tid)
-		return context.Cause(ctx)
+		return true, context.Cause(ctx)
 	default:
 	}
 	for i, w := range s.waiters {
@@ -464,7 +470,7 @@ func (f *Flow) acquireSlot(ctx context.Context, tid string, n int) error {
 		}
 	}
 	f.mu.Unlock()
-	return context.Cause(ctx)
+	return true, context.Cause(ctx)
 }
 
 // releaseSlot hands the slot to the first waiter, or frees it.

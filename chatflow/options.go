@@ -166,6 +166,7 @@ type settings struct {
 	maxConcurrent int // 0: no cap
 	history       *HistoryOptions
 	budget        time.Duration // 0: none
+	deferWrites   bool
 	logger        *slog.Logger
 	clock         clock
 	errs          []string
@@ -358,6 +359,30 @@ func WithHistory(h HistoryOptions) Option {
 // allow.
 func WithBudget(d time.Duration) Option {
 	return func(s *settings) { s.budget = positive(s, "budget", d) }
+}
+
+// WithDeferredWrites makes the thread writes a handler makes through its
+// Turn's Thread (SetState, ReplaceState, AppendHistory) wait for the end
+// of the turn and go out with its Finish, on the fused path (an adapter
+// with upstash.FusedAdapter) and while the lock is held: Finish applies
+// them atomically with its release-or-next, and only if the lock is still
+// this holder's (fenced: never after the lock was lost and another holder
+// may have written). A handled webhook whose handler reads the
+// subscription and the state and writes the state is then 2 requests,
+// Admit and Finish. Off by default; without a lock (Concurrent) or on the
+// 18 operations, writes go out at once.
+//
+// The trade-off: a write is not in the database before its turn ends, so
+// other processes (and Thread helpers outside the turn) see it only then,
+// and a crash between the write and Finish loses it, as such a crash
+// would leave the lock to lapse. Within the turn and the rest of its lock
+// hold, State, SetState's merge and History see the pending writes. Input
+// errors are returned at once; a write that could not be applied (the
+// lock was lost, Finish failed) is reported in Result.Errors (matching
+// ErrWritesNotApplied, or upstash.ErrOutcomeUnknown when Finish's outcome
+// stayed unknown) and logged at Error level, never dropped silently.
+func WithDeferredWrites() Option {
+	return func(s *settings) { s.deferWrites = true }
 }
 
 // WithLogger makes the Flow log what it does (queued, drained, lock lost,

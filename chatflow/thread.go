@@ -28,26 +28,49 @@ func HistoryKey(id string) string { return "msg-history:" + id }
 // Thread gives a handler the thread helpers of the TypeScript core's
 // Thread: subscription, state and history, under the core's key names, so
 // a TypeScript bot on the same database sees the same thread.
+//
+// Each call is a request, except in a Turn's Thread on the fused path
+// (an adapter with upstash.FusedAdapter): there Admit has read the
+// message's thread's subscription and state along with the lock, and
+// IsSubscribed and State answer from that read without a request while it
+// is current, that is within the lock hold that read it: the admitted
+// message's turn and the turns of the drain that follows under the same
+// lock, the read updated by this Flow's own writes through the helpers
+// (Subscribe, Unsubscribe, SetState, ReplaceState). Other threads of a
+// channel-scoped drain, a Drain's turns and a turn whose lock was lost
+// (context.Cause ErrLockLost) read live. Under Concurrent (no lock) the
+// turn answers from its own admission's read, updated by its own writes,
+// unless it waited for a WithMaxConcurrent slot (then it reads live):
+// another webhook may write the thread meanwhile, as it may between any
+// read and write without a lock. With WithDeferredWrites, SetState,
+// ReplaceState and AppendHistory are carried by the turn's Finish (see
+// the option); State, SetState's merge and History see them at once.
 type Thread struct {
 	// ID is the thread id.
 	ID      string
 	state   upstash.StateAdapter
 	history HistoryOptions
+	hold    *holdState // nil: every call is a request
 }
 
-// Thread returns the helpers for threadID. History reads and appends use
-// the Flow's history options (the defaults when history is off).
-func (f *Flow) Thread(threadID string) Thread {
+// Thread returns the helpers for threadID, every call a request. History
+// reads and appends use the Flow's history options (the defaults when
+// history is off).
+func (f *Flow) Thread(threadID string) Thread { return f.thread(threadID, nil) }
+
+func (f *Flow) thread(threadID string, hs *holdState) Thread {
 	h := HistoryOptions{}.withDefaults()
 	if f.s.history != nil {
 		h = *f.s.history
 	}
-	return Thread{ID: threadID, state: f.state, history: h}
+	return Thread{ID: threadID, state: f.state, history: h, hold: hs}
 }
 
 // Subscribe adds the thread to the subscribed threads.
 func (t Thread) Subscribe(ctx context.Context) error {
-	if err := t.state.Subscribe(ctx, t.ID); err != nil {
+	err := t.state.Subscribe(ctx, t.ID)
+	t.hold.update(t.ID, func(v *threadView) { v.subKnown, v.sub = err == nil, true })
+	if err != nil {
 		return fmt.Errorf("chatflow: subscribe %q: %w", t.ID, err)
 	}
 	return nil
@@ -55,14 +78,20 @@ func (t Thread) Subscribe(ctx context.Context) error {
 
 // Unsubscribe removes the thread from the subscribed threads.
 func (t Thread) Unsubscribe(ctx context.Context) error {
-	if err := t.state.Unsubscribe(ctx, t.ID); err != nil {
+	err := t.state.Unsubscribe(ctx, t.ID)
+	t.hold.update(t.ID, func(v *threadView) { v.subKnown, v.sub = err == nil, false })
+	if err != nil {
 		return fmt.Errorf("chatflow: unsubscribe %q: %w", t.ID, err)
 	}
 	return nil
 }
 
-// IsSubscribed reports whether the thread is subscribed.
+// IsSubscribed reports whether the thread is subscribed (from the
+// admission's read when current: see Thread).
 func (t Thread) IsSubscribed(ctx context.Context) (bool, error) {
+	if v, ok := t.hold.known(ctx, t.ID); ok && v.subKnown {
+		return v.sub, nil
+	}
 	ok, err := t.state.IsSubscribed(ctx, t.ID)
 	if err != nil {
 		return false, fmt.Errorf("chatflow: is subscribed %q: %w", t.ID, err)
@@ -70,8 +99,12 @@ func (t Thread) IsSubscribed(ctx context.Context) (bool, error) {
 	return ok, nil
 }
 
-// State returns the thread's state as JSON, nil when there is none.
+// State returns the thread's state as JSON, nil when there is none (from
+// the admission's read when current: see Thread).
 func (t Thread) State(ctx context.Context) (json.RawMessage, error) {
+	if v, ok := t.hold.known(ctx, t.ID); ok && v.stateKnown {
+		return append(json.RawMessage(nil), v.state...), nil
+	}
 	v, err := t.state.Get(ctx, ThreadStateKey(t.ID))
 	if err != nil {
 		return nil, fmt.Errorf("chatflow: thread state %q: %w", t.ID, err)
@@ -84,7 +117,9 @@ func (t Thread) State(ctx context.Context) (json.RawMessage, error) {
 // existing keys keep their place, new ones are appended; a state that is
 // not an object counts as empty), and keeps it for ThreadStateTTL. Like
 // the core's, the merge reads then writes: two writers at once can lose an
-// update (a handler holding the thread's lock is alone).
+// update (a handler holding the thread's lock is alone). In a turn on the
+// fused path the read is the admission's when current (see Thread), so
+// the merge costs only the write, and with WithDeferredWrites nothing.
 func (t Thread) SetState(ctx context.Context, partial any) error {
 	patch, err := marshalJS(partial)
 	if err != nil {
@@ -115,9 +150,30 @@ func (t Thread) SetState(ctx context.Context, partial any) error {
 }
 
 // ReplaceState stores v as the thread's whole state for ThreadStateTTL
-// (the core's setState with {replace: true}).
+// (the core's setState with {replace: true}). With WithDeferredWrites, in
+// a turn holding the lock on the fused path, v is encoded now (an error
+// is returned at once) and stored by the turn's Finish.
 func (t Thread) ReplaceState(ctx context.Context, v any) error {
-	if err := t.state.Set(ctx, ThreadStateKey(t.ID), v, ThreadStateTTL); err != nil {
+	if t.hold != nil && t.hold.deferred {
+		data, err := marshalJS(v)
+		if err != nil {
+			return fmt.Errorf("%w: chatflow: thread state: %w", upstash.ErrInvalidArgument, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("chatflow: set thread state %q: %w", t.ID, context.Cause(ctx))
+		}
+		t.hold.deferSet(t.ID, data)
+		return nil
+	}
+	err := t.state.Set(ctx, ThreadStateKey(t.ID), v, ThreadStateTTL)
+	if t.hold != nil {
+		data, merr := marshalJS(v)
+		t.hold.update(t.ID, func(tv *threadView) {
+			// Known again only when written and encoded as stored.
+			tv.stateKnown, tv.state = err == nil && merr == nil, data
+		})
+	}
+	if err != nil {
 		return fmt.Errorf("chatflow: set thread state %q: %w", t.ID, err)
 	}
 	return nil
@@ -129,6 +185,12 @@ func (t Thread) History(ctx context.Context, limit int) ([]*Message, error) {
 	items, err := t.state.GetList(ctx, HistoryKey(t.ID))
 	if err != nil {
 		return nil, fmt.Errorf("chatflow: history %q: %w", t.ID, err)
+	}
+	if pending := t.hold.pendingItems(HistoryKey(t.ID)); len(pending) > 0 {
+		items = append(items, pending...)
+		if len(items) > t.history.MaxMessages {
+			items = items[len(items)-t.history.MaxMessages:]
+		}
 	}
 	if limit > 0 && len(items) > limit {
 		items = items[len(items)-limit:]
@@ -146,8 +208,25 @@ func (t Thread) History(ctx context.Context, limit int) ([]*Message, error) {
 
 // AppendHistory appends m to the thread's history, raw payload blanked,
 // trimmed and kept as the history options say; the core appends the bot's
-// own posted messages this way.
+// own posted messages this way. With WithDeferredWrites, in a turn holding
+// the lock on the fused path, m is encoded now and appended by the turn's
+// Finish (History sees it at once).
 func (t Thread) AppendHistory(ctx context.Context, m *Message) error {
+	if t.hold != nil && t.hold.deferred {
+		if m == nil {
+			return fmt.Errorf("%w: chatflow: nil message", upstash.ErrInvalidArgument)
+		}
+		data, err := m.forHistory().MarshalJSON()
+		if err != nil {
+			return fmt.Errorf("%w: chatflow: message %s: %w", upstash.ErrInvalidArgument, m.ID, err)
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("chatflow: append %s to %q: %w", m.ID, HistoryKey(t.ID), context.Cause(ctx))
+		}
+		opts := upstash.ListOptions{MaxLength: t.history.MaxMessages, TTL: t.history.TTL}
+		t.hold.deferAppend(upstash.ListAppend{Key: HistoryKey(t.ID), Value: json.RawMessage(data), Options: opts})
+		return nil
+	}
 	return appendList(ctx, t.state, HistoryKey(t.ID), m, t.history)
 }
 
