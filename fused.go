@@ -28,11 +28,15 @@ type FusedAdapter interface {
 	// Admit dedupes an incoming message, reads whether its thread is
 	// subscribed, takes the thread's lock or, when it is busy, queues the
 	// message, and reads the cache values the holder needs.
+	// A request with the OperationID of an earlier Admit applies nothing
+	// and returns that Admit's outcome (its lock with the token held).
 	Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error)
 	// Finish writes the turn's cache values and list items under the lock,
 	// then releases the lock if the queue holds no live entry, or pops the
 	// next live entry (up to FinishRequest.Take of them) and keeps the
-	// lock for it.
+	// lock for it. A request with the OperationID of an earlier Finish
+	// applies nothing and returns that Finish's result (the same popped
+	// entries).
 	Finish(ctx context.Context, req FinishRequest) (FinishResult, error)
 }
 
@@ -284,11 +288,22 @@ var (
 // after a lost reply, a reset or a 503 it is sent again, and the repeat
 // applies nothing and returns the recorded outcome (the subscription, the
 // queue's length and the values are read again). When every attempt
-// failed, the error matches ErrOutcomeUnknown and InDoubtLock is the lock
-// Admit may have taken. Invalid arguments (an empty key in Read, a
+// failed, the error matches ErrOutcomeUnknown, names the operation id and
+// says to resend, and InDoubtLock is the lock Admit may have taken. Send
+// the same request again with OperationID set to that id
+// (AdmitResult.OperationID; or set your own from NewOperationID before the
+// first call) to end the doubt: if the first Admit was applied, the repeat
+// returns its outcome (Duplicate, or the Lock it took, with the token and
+// fence actually held and ExpiresAt from the lock's remaining TTL, or Busy
+// and Queued) and applies nothing; if not, it applies it now. A repeat
+// whose lock has since been released or lost still returns it, with an
+// ExpiresAt not in the future: Finish with it reports ErrLockNotHeld.
+// Otherwise Finish with InDoubtLock resolves the lock, not the dedupe
+// claim, append or queueing. Invalid arguments (an empty key in Read, a
 // negative TTL, a ThreadID without a positive LockTTL, an Entry or
 // TakeOver without a ThreadID, an Entry Enqueue would refuse, a value Set
-// would refuse) are refused with ErrInvalidArgument before any request.
+// would refuse, an invalid OperationID) are refused with
+// ErrInvalidArgument before any request.
 func (s *State) Admit(ctx context.Context, req AdmitRequest) (AdmitResult, error) {
 	res, err := s.admit(ctx, req)
 	return res, opError("Admit", err)
@@ -526,9 +541,18 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock, before time.T
 // or a 503 it is sent again, and the repeat applies nothing and returns the
 // recorded result, every popped entry included, so no entry is lost to a
 // lost reply. When every attempt failed, the error matches
-// ErrOutcomeUnknown: the writes and the release-or-next were applied once
-// or not at all (entries popped then stay in the record, unread, as with
-// Dequeue; the lock, if kept, lapses after LockTTL).
+// ErrOutcomeUnknown, names the operation id and says to resend: the writes
+// and the release-or-next were applied once or not at all. Send the same
+// request again (same Lock, writes and Take) with OperationID set to that
+// id (FinishResult.OperationID, or your own from NewOperationID) before
+// the record expires: if the first was applied, the repeat applies
+// nothing and returns its result, the same Next and More, with
+// Lock.ExpiresAt from the kept lock's remaining TTL (not in the future if
+// it has lapsed since); a recorded release stays a release, even if
+// another holder has taken the lock since (its lock is left alone). If it
+// was not applied, the repeat applies it now. Without a repeat, entries
+// popped then stay in the record, unread, until it expires, and the lock,
+// if kept, lapses after LockTTL.
 //
 // An entry whose expiresAt the script can read but Go cannot decode (not
 // JSON, not valid UTF-8) is moved to the dead-letter list by a follow-up
@@ -539,8 +563,13 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock, before time.T
 // matches ErrLockNotHeld although the writes were applied. When decodable
 // entries were popped too, the follow-up only moves the others, Finish
 // returns the decodable ones, and a failure of the follow-up is reported
-// in DeadLetterErr, not as Finish's error. Invalid arguments are refused
-// with ErrInvalidArgument before any request.
+// in DeadLetterErr, not as Finish's error. The follow-up requests carry
+// operation ids of their own, derived from Finish's (the id, a '.' and a
+// suffix), so a repeat of a Finish whose follow-up ran repeats the
+// follow-up too: it moves nothing twice and returns the entries the
+// follow-up popped, and one whose follow-up never ran runs it now.
+// Invalid arguments (an invalid OperationID among them) are refused with
+// ErrInvalidArgument before any request.
 func (s *State) Finish(ctx context.Context, req FinishRequest) (FinishResult, error) {
 	res, err := s.finish(ctx, req)
 	return res, opError("Finish", err)
