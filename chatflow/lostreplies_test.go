@@ -65,6 +65,11 @@ type faultCase struct {
 	channel  bool      // ScopeChannel, two threads per channel
 	maxQueue int       // 0: 100
 	onFull   QueueFull // "": DropOldest
+	// writes: every turn merges its messages' ids into its thread's state
+	// (SetState), with WithDeferredWrites on the fused path; each handled
+	// message must be in the state after the sweep unless a call that
+	// handled it reported its writes failed or in doubt.
+	writes bool
 }
 
 var faultMatrix = []faultCase{
@@ -78,6 +83,10 @@ var faultMatrix = []faultCase{
 	{name: "drop", strategy: Drop, history: true},
 	{name: "drop-force", strategy: Drop, history: true, force: true},
 	{name: "concurrent", strategy: Concurrent, history: true},
+	{name: "queue-deferred", strategy: Queue, history: true, writes: true},
+	{name: "queue-channel-deferred", strategy: Queue, history: true, channel: true, writes: true},
+	{name: "debounce-deferred", strategy: Debounce, history: true, writes: true},
+	{name: "drop-force-deferred", strategy: Drop, history: true, force: true, writes: true},
 }
 
 // lostReplyRate is the fault rate: a third each of 503, reset and lost
@@ -469,6 +478,9 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 	if fc.onFull != "" {
 		opts = append(opts, WithOnQueueFull(fc.onFull))
 	}
+	if fc.writes {
+		opts = append(opts, WithDeferredWrites())
+	}
 	const maxConcurrent = 2
 	if fc.strategy == Concurrent {
 		opts = append(opts, WithMaxConcurrent(maxConcurrent))
@@ -482,7 +494,36 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		forcedOut []string
 		badForce  []string
 	)
+	var (
+		writesMu     sync.Mutex
+		writtenBy    = map[string][]int64{} // message -> calls whose turn wrote it
+		writesFailed = map[int64]bool{}     // calls whose writes failed or are in doubt
+	)
+	failedWrites := func(call int64, res Result) {
+		for _, err := range res.Errors {
+			if errors.Is(err, ErrWritesNotApplied) || errors.Is(err, upstash.ErrOutcomeUnknown) {
+				writesMu.Lock()
+				writesFailed[call] = true
+				writesMu.Unlock()
+			}
+		}
+	}
 	handler := func(ctx context.Context, turn *Turn) error {
+		if fc.writes {
+			call := callOf(ctx)
+			patch := map[string]bool{}
+			writesMu.Lock()
+			for _, m := range append([]*Message{turn.Message}, turn.Skipped...) {
+				patch["m:"+m.ID] = true
+				writtenBy[m.ID] = append(writtenBy[m.ID], call)
+			}
+			writesMu.Unlock()
+			if err := turn.Thread.SetState(ctx, patch); err != nil {
+				writesMu.Lock()
+				writesFailed[call] = true
+				writesMu.Unlock()
+			}
+		}
 		if turn.LockKey == "" || !fc.force {
 			return e.rec.handle(ctx, turn)
 		}
@@ -626,7 +667,9 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 					mu.Unlock()
 					id := calls.Add(1)
 					board.update(func() { board.running[m.ID] = id })
-					if res, err = f.Handle(context.WithValue(base, callKey{}, id), "slack", m); err == nil || errors.Is(err, ErrLocked) {
+					res, err = f.Handle(context.WithValue(base, callKey{}, id), "slack", m)
+					failedWrites(id, res)
+					if err == nil || errors.Is(err, ErrLocked) {
 						break
 					}
 				}
@@ -676,7 +719,9 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		for key := range lockKeys {
 			deadline := time.Now().Add(waitLimit)
 			for {
-				res, err := f.Drain(callCtx(), key)
+				ctx := callCtx()
+				res, err := f.Drain(ctx, key)
+				failedWrites(callOf(ctx), res)
 				if err == nil && res.Status != StatusBusy {
 					break
 				}
@@ -798,6 +843,44 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		if allowed := e.logs.containing(logHistory) + lost + e.logs.containing("admit outcome unknown"); gaps > allowed {
 			t.Errorf("%d admitted messages missing from the history, %d allowed by logged doubts", gaps, allowed)
 		}
+	}
+
+	// Thread state: every handled message was merged into its thread's
+	// state by a turn, unless every call that handled it reported its
+	// writes failed or in doubt (or a write failed in the handler). The
+	// plain path under ConflictForce is left out: overlapping handlers'
+	// merges may overwrite each other there, as in TypeScript.
+	if fc.writes && (fused || !fc.force) {
+		inState := map[string]bool{}
+		for _, th := range threads {
+			raw, err := state.Get(base, ThreadStateKey(th))
+			if err != nil {
+				t.Fatal(err)
+			}
+			members, _ := objectMembers(raw)
+			for _, m := range members {
+				inState[strings.TrimPrefix(m.key, "m:")] = true
+			}
+		}
+		missingState, excused := 0, 0
+		writesMu.Lock()
+		for _, m := range all {
+			if e.rec.count(m.ID) == 0 || inState[m.ID] {
+				continue
+			}
+			allowed := true
+			for _, call := range writtenBy[m.ID] {
+				allowed = allowed && writesFailed[call]
+			}
+			if allowed && len(writtenBy[m.ID]) > 0 {
+				excused++
+				continue
+			}
+			missingState++
+			t.Errorf("%s handled (by calls %v) but missing from its thread's state", m.ID, writtenBy[m.ID])
+		}
+		writesMu.Unlock()
+		t.Logf("thread state: %d handled messages missing, excused by reported write failures: %d", missingState+excused, excused)
 	}
 
 	// Nothing left locked or queued, and handled messages keep their
