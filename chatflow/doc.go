@@ -69,8 +69,9 @@
 // failed. The flow logs each such doubt (WithLogger) with what it may
 // cost: "may be handled twice" for an enqueue, an admission or a put-back
 // in doubt (the message may be queued and also retried); "may be lost" for
-// a take off the queue in doubt (a Dequeue, or a Finish that popped the
-// next entry: its reply is gone and so is the entry), and likewise when a
+// a take off the queue in doubt (a Dequeue, or a Finish that took a batch:
+// its reply is gone and so are the entries, up to WithMaxQueueSize of
+// them, the line's "upTo" attribute), and likewise when a
 // message taken off the queue cannot be put back or a dedupe marker cannot
 // be cleared (the platform's retry is then taken for a duplicate). After
 // a dedupe claim in doubt, the marker is written again once the message
@@ -84,17 +85,45 @@
 //
 // When the adapter also implements upstash.FusedAdapter (*upstash.State
 // does; New finds it with a type assertion), Handle admits a message with
-// one Admit (dedupe, history append, lock, or the enqueue when the lock is
-// busy, or the take-over under ConflictForce) and ends each holder's turn
-// with one Finish, which releases the lock only when the queue holds no
-// live entry and otherwise pops the next one and keeps the lock for it. A
-// handled webhook is then 2 HTTP requests under Queue and Drop (3 under
-// Debounce and Burst, whose window ends with a look at the queue), a
-// queued, dropped or duplicate one is 1. Both operations carry an
-// operation id, so a lost reply is replayed, not applied twice (only when
-// every attempt fails is the outcome unknown: see Delivery). Other
-// adapters get the same semantics from the 18 operations, in more
-// requests.
+// one Admit (dedupe, history append, the thread's subscription and state
+// read for the turn, lock, or the enqueue when the lock is busy, or the
+// take-over under ConflictForce) and ends each holder's turn with one
+// Finish, which releases the lock only when the queue holds no live entry
+// and otherwise takes the queued messages, up to WithMaxQueueSize of them
+// (all of them when every writer uses the same cap), and keeps the lock
+// for them: they are the drain's next turn, the latest as Turn.Message and
+// the others as Turn.Skipped, with no Dequeue. The turn's Thread answers
+// IsSubscribed and State from the admission's read while it is current
+// (within the lock hold, updated by the flow's own writes: see Thread),
+// and with WithDeferredWrites its SetState, ReplaceState and
+// AppendHistory go out with the turn's Finish, applied atomically with
+// the release-or-next and only while the lock is held.
+//
+// HTTP requests, scripts loaded:
+//
+//   - a handled webhook: 2 under Queue and Drop (Admit, Finish), reads of
+//     the subscription and the state included, plus one per write of the
+//     handler unless WithDeferredWrites carries them with Finish; 3 under
+//     Debounce and Burst, whose window ends with a look at the queue;
+//   - a queued, dropped or duplicate webhook: 1;
+//   - a drain of N queued messages: the holder's Finish hands all N over,
+//     and one more Finish releases after their turn, whatever N;
+//   - Concurrent: 1 (Admit, no lock) plus the handler's writes, which go
+//     out at once.
+//
+// Deferred writes trade durability for round trips: until its Finish, a
+// turn's write is only in this process, so other processes (and Thread
+// helpers outside the turn) see it after the turn, and a crash before
+// Finish loses it, as it would leave the lock to lapse. Finish never
+// applies them once the lock was lost (another holder may have written
+// since): they are then reported in Result.Errors (ErrWritesNotApplied, or
+// upstash.ErrOutcomeUnknown when Finish's outcome stayed unknown) and
+// logged at Error level.
+//
+// Both operations carry an operation id, so a lost reply is replayed, not
+// applied twice (only when every attempt fails is the outcome unknown: see
+// Delivery). Other adapters get the same semantics from the 18 operations,
+// in more requests, every Thread call a request and every write at once.
 //
 // The stranded message of the TypeScript core (vercel/chat#928: B finds
 // the lock busy, the holder takes its last empty look at the queue and

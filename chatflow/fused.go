@@ -11,10 +11,11 @@ import (
 )
 
 // The fused path: when the adapter is an upstash.FusedAdapter, Handle
-// admits a message with one Admit (dedupe, history append, lock or
-// enqueue: a queued or duplicate webhook is one request) and ends each
-// holder's turn with one Finish (release-or-next: a handled webhook is two
-// requests). Admit's lock check and enqueue are one atomic step and Finish
+// admits a message with one Admit (dedupe, history append, the thread's
+// subscription and state, lock or enqueue: a queued or duplicate webhook
+// is one request) and ends each holder's turn with one Finish
+// (release-or-next, taking the whole queue as the next turn, and the
+// turn's deferred writes: a handled webhook is two requests). Admit's lock check and enqueue are one atomic step and Finish
 // releases only over an empty queue, so the stranded message of
 // vercel/chat#928 cannot happen and neither the recheck after enqueueing
 // nor the look at the queue after releasing is needed.

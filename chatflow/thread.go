@@ -37,8 +37,9 @@ func HistoryKey(id string) string { return "msg-history:" + id }
 // message's turn and the turns of the drain that follows under the same
 // lock, the read updated by this Flow's own writes through the helpers
 // (Subscribe, Unsubscribe, SetState, ReplaceState). Other threads of a
-// channel-scoped drain, a Drain's turns and a turn whose lock was lost
-// (context.Cause ErrLockLost) read live. Under Concurrent (no lock) the
+// channel-scoped drain and the turns of a Drain read live (until the hold
+// writes them through the helpers), and so does a turn whose lock was
+// lost (context.Cause ErrLockLost). Under Concurrent (no lock) the
 // turn answers from its own admission's read, updated by its own writes,
 // unless it waited for a WithMaxConcurrent slot (then it reads live):
 // another webhook may write the thread meanwhile, as it may between any
