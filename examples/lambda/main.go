@@ -67,12 +67,15 @@ type app struct {
 // newApp configures the Chat SDK's flow around bot: the Queue strategy (a
 // message arriving while its thread is busy waits for the lock holder,
 // which drains the queue before releasing) and message history (100
-// messages, 7 days), with the core's other defaults. No budget: the
-// invocation's deadline bounds every call.
+// messages, 7 days), with the core's other defaults; the bot's thread
+// state writes go out with the turn's Finish (a handled webhook is two
+// requests, Admit and Finish). No budget: the invocation's deadline
+// bounds every call.
 func newApp(state upstash.StateAdapter, bot *chatbot.Bot, logger *slog.Logger) (*app, error) {
 	flow, err := chatflow.New(state, bot.Handle,
 		chatflow.WithStrategy(chatflow.Queue),
 		chatflow.WithHistory(chatflow.HistoryOptions{}),
+		chatflow.WithDeferredWrites(), // the state write rides on Finish
 		chatflow.WithLogger(logger))
 	return &app{flow: flow, log: logger}, err
 }

@@ -71,6 +71,7 @@ func NewHandler(cfg upstash.Config, bot *chatbot.Bot, budget time.Duration, logg
 	flow, err := chatflow.New(upstash.NewState(client), bot.Handle,
 		chatflow.WithStrategy(chatflow.Queue),
 		chatflow.WithHistory(chatflow.HistoryOptions{}), // 100 messages, 7 days
+		chatflow.WithDeferredWrites(),                   // the state write rides on Finish
 		// Vercel's r.Context() has no deadline and is never cancelled, yet
 		// the function is stopped at maxDuration: the budget is what bounds
 		// each call (the lock's TTL, the handler's context, the drain).
