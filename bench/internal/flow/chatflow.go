@@ -19,10 +19,13 @@ import (
 const Adapter = "bench"
 
 // Chatflow is the flow of configuration go-chatflow: each webhook goes
-// through a chatflow.Flow (strategy Queue, history on, the same constants
-// as Calls), whose handler does the bot's work that chatflow does not do
-// itself: read the thread state and write it back updated (two requests
-// per turn). chatflow appends the history in its Admit, for every
+// through a chatflow.Flow (strategy Queue, history on, deferred writes, the
+// same constants as Calls), whose handler does the bot's work that
+// chatflow does not do itself: read the thread state and write it back
+// updated. The read is answered from Admit's (which reads the thread state
+// with the lock) and the write rides on the turn's Finish
+// (chatflow.WithDeferredWrites), so the handler's work costs no request of
+// its own. chatflow appends the history in its Admit, for every
 // admitted message (queued ones included), and hands a drain's messages to
 // the handler as one turn (the latest, the others as Turn.Skipped), as the
 // Chat SDK core does; it does not look at subscriptions (the core does so
@@ -54,6 +57,7 @@ func NewChatflow(st *upstash.State) (*Chatflow, error) {
 		chatflow.WithMaxQueueSize(MaxQueue),
 		chatflow.WithQueueEntryTTL(QueueEntryTTL),
 		chatflow.WithHistory(chatflow.HistoryOptions{MaxMessages: HistoryMax, TTL: HistoryTTL}),
+		chatflow.WithDeferredWrites(),
 	)
 	if err != nil {
 		return nil, err
@@ -103,8 +107,8 @@ func (c *Chatflow) Ops() int64 { return c.ops.Load() }
 
 // Warmup implements Handler: on thread "bench:warmup", one webhook queued
 // behind a lock held elsewhere, then one handled that drains it, so that
-// the connection is open and every script the flow uses (Admit, Finish,
-// and the Dequeue of a drain) is loaded.
+// the connection is open and every script the flow uses (Admit, Finish)
+// is loaded.
 func (c *Chatflow) Warmup(ctx context.Context) error {
 	st := c.state.s
 	const thread = "bench:warmup"
