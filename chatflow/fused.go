@@ -155,8 +155,10 @@ func (c *call) holdFused(l *lease, carried []item) {
 				c.requeueOwn()
 			}
 		}
+		hs := c.hs
 		next, nl := c.finish(l)
 		if nl == nil {
+			c.endHold(hs)
 			return
 		}
 		l, carried = nl, next
@@ -188,10 +190,13 @@ func (c *call) holdFusedTurn(ctx context.Context, carried []item) {
 // finishLoop finishes l and hands over what Finish returns until the
 // queue is empty (the lock released) or the lock is lost.
 func (c *call) finishLoop(l *lease) {
+	hs := c.hs
 	next, nl := c.finish(l)
-	if nl != nil {
-		c.holdFused(nl, next)
+	if nl == nil {
+		c.endHold(hs)
+		return
 	}
+	c.holdFused(nl, next)
 }
 
 // take is FinishRequest.Take: the queue's cap, so that one Finish hands
@@ -219,6 +224,7 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 		case errors.Is(err, upstash.ErrLockNotHeld):
 			c.log.WarnContext(c.parent, "chatflow: lock lost before finishing", "error", err)
 			c.writesFailed(w, err, unknown > 0)
+			c.endHold(c.hs)
 			return c.retake()
 		case errors.Is(err, upstash.ErrOutcomeUnknown) && unknown+1 < releaseAttempts && (!c.bounded || time.Until(c.hard) > minCleanup):
 			// Sent again (a new operation): if the first one ran, it

@@ -155,7 +155,7 @@ func (t Thread) SetState(ctx context.Context, partial any) error {
 // a turn holding the lock on the fused path, v is encoded now (an error
 // is returned at once) and stored by the turn's Finish.
 func (t Thread) ReplaceState(ctx context.Context, v any) error {
-	if t.hold != nil && t.hold.deferred {
+	if t.hold.deferring() {
 		data, err := marshalJS(v)
 		if err != nil {
 			return fmt.Errorf("%w: chatflow: thread state: %w", upstash.ErrInvalidArgument, err)
@@ -213,7 +213,7 @@ func (t Thread) History(ctx context.Context, limit int) ([]*Message, error) {
 // the lock on the fused path, m is encoded now and appended by the turn's
 // Finish (History sees it at once).
 func (t Thread) AppendHistory(ctx context.Context, m *Message) error {
-	if t.hold != nil && t.hold.deferred {
+	if t.hold.deferring() {
 		if m == nil {
 			return fmt.Errorf("%w: chatflow: nil message", upstash.ErrInvalidArgument)
 		}

@@ -32,6 +32,7 @@ type holdState struct {
 	deferred bool
 
 	mu      sync.Mutex
+	ended   bool // the hold's last Finish was sent: writes go out at once
 	views   map[string]*threadView
 	sets    []upstash.CacheWrite
 	appends []upstash.ListAppend
@@ -134,6 +135,39 @@ func (h *holdState) deferSet(threadID string, data json.RawMessage) {
 	}
 	h.mu.Unlock()
 	h.update(threadID, func(v *threadView) { v.stateKnown, v.state = true, data })
+}
+
+// deferring reports whether a write now waits for Finish.
+func (h *holdState) deferring() bool {
+	if h == nil || !h.deferred {
+		return false
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return !h.ended
+}
+
+// end marks the hold over (its lock released or lost): later writes
+// through its Threads (a handler's goroutine still running) go out at
+// once. It returns what was deferred after the last Finish took the
+// writes, which nothing will carry.
+func (h *holdState) end() pendingWrites {
+	if h == nil {
+		return pendingWrites{}
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.ended = true
+	w := pendingWrites{sets: h.sets, appends: h.appends}
+	h.sets, h.appends = nil, nil
+	return w
+}
+
+// endHold ends hs, reporting writes deferred too late for its last Finish.
+func (c *call) endHold(hs *holdState) {
+	if w := hs.end(); !w.empty() {
+		c.writesFailed(w, errors.New("chatflow: written after the turn's Finish was sent"), false)
+	}
 }
 
 func (h *holdState) deferAppend(a upstash.ListAppend) {

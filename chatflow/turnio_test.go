@@ -366,3 +366,28 @@ func TestDeferredWritesFenced(t *testing.T) {
 	}
 	e.assertClean()
 }
+
+// A Thread kept past its turn (a handler's goroutine still writing) writes
+// at once once its hold has ended: nothing waits for a Finish that will
+// not come.
+func TestDeferredWritesAfterTheHold(t *testing.T) {
+	e := newEnv(t)
+	e.fused = true
+	ctx := bg(t)
+	s := newTurnScript()
+	f := scriptFlow(t, e, s, WithStrategy(Queue), WithDeferredWrites())
+	var kept Thread
+	s.steps["a"] = func(ctx context.Context, turn *Turn) error {
+		kept = turn.Thread
+		return nil
+	}
+	if res, err := f.Handle(ctx, "slack", msg("a", th)); err != nil || len(res.Errors) != 0 {
+		t.Fatalf("%+v, %v", res, err)
+	}
+	if err := kept.ReplaceState(ctx, map[string]int{"late": 1}); err != nil {
+		t.Fatal(err)
+	}
+	if raw, err := e.state.Get(ctx, ThreadStateKey(th)); err != nil || string(raw) != `{"late":1}` {
+		t.Errorf("state %s, %v; want the late write, sent at once", raw, err)
+	}
+}
