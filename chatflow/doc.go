@@ -66,20 +66,30 @@
 // On *upstash.State a write whose reply is lost (or answered 5xx, or cut
 // by a reset) is sent again under its operation id and applied once, so an
 // outcome is unknown only when every attempt of the client's retry policy
-// failed. The flow logs each such doubt (WithLogger) with what it may
-// cost: "may be handled twice" for an enqueue, an admission or a put-back
-// in doubt (the message may be queued and also retried); "may be lost" for
-// a take off the queue in doubt (a Dequeue, or a Finish that took a batch:
-// its reply is gone and so are the entries, up to WithMaxQueueSize of
-// them, the line's "upTo" attribute), and likewise when a
-// message taken off the queue cannot be put back or a dedupe marker cannot
-// be cleared (the platform's retry is then taken for a duplicate). After
-// a dedupe claim in doubt, the marker is written again once the message
-// was handled or queued ("may be handled twice" if that fails too), so
-// that a retry of the platform stays a duplicate. With history on, a webhook delivered again after an error appends its
-// message again. Apart from these and the drops by design (ErrLocked, a
-// full queue, an entry past its TTL), chatflow's fault tests find every
-// message handled exactly once, counting handlings against these lines.
+// failed. On the fused path the flow then sends the same Admit or Finish
+// again under the same operation id (upstash.AdmitRequest.OperationID),
+// up to three more times with a short backoff while the call's time
+// allows, and learns the recorded outcome: an admission in doubt no longer
+// costs a message handled twice, nor a Finish in doubt a batch of queued
+// messages lost (the fault tests find none left on the fused path). What
+// follows applies when those resends fail too, and to the single
+// operations.
+//
+// The flow logs each doubt (WithLogger) with what it may cost: "may be
+// handled twice" for an enqueue, an admission or a put-back in doubt (the
+// message may be queued and also retried); "may be lost" for a take off
+// the queue in doubt (a Dequeue, or a Finish that took a batch: its reply
+// is gone and so are the entries, up to WithMaxQueueSize of them, the
+// line's "upTo" attribute), and likewise when a message taken off the
+// queue cannot be put back or a dedupe marker cannot be cleared (the
+// platform's retry is then taken for a duplicate). After a dedupe claim in
+// doubt, the marker is written again once the message was handled or
+// queued ("may be handled twice" if that fails too), so that a retry of
+// the platform stays a duplicate. With history on, a webhook delivered
+// again after an error appends its message again. Apart from these and
+// the drops by design (ErrLocked, a full queue, an entry past its TTL),
+// chatflow's fault tests find every message handled exactly once,
+// counting handlings against these lines.
 //
 // # Fused operations
 //

@@ -48,7 +48,7 @@ func (c *call) handleFused() (Result, error) {
 		}
 	}
 	sent := f.s.clock.Now()
-	ar, err := f.fused.Admit(c.work, req)
+	ar, inDoubt, err := c.admit(req)
 	unknown := errors.Is(err, upstash.ErrOutcomeUnknown)
 	claimInDoubt := false
 	switch {
@@ -63,9 +63,11 @@ func (c *call) handleFused() (Result, error) {
 		// queued meanwhile), clear the marker and let the platform retry
 		// (the message may then be handled twice, never lost).
 		c.log.WarnContext(c.parent, "chatflow: admit outcome unknown: the message may be queued, and after the platform's retry it may be handled twice", "error", err)
-		if ar.InDoubtLock != nil {
+		// Any attempt may be the one that took the lock, each with a token
+		// of its own: Finish with the others finds their lock not held.
+		for _, l := range inDoubt {
 			c.hs = c.newHold()
-			c.finishLoop(&lease{lock: ar.InDoubtLock, sent: sent, ttl: ttl})
+			c.finishLoop(&lease{lock: l, sent: sent, ttl: ttl})
 		}
 		if c.ownDelivered() {
 			// Admit had queued it after all, and this call's drain (after
@@ -133,6 +135,55 @@ func (c *call) handleFused() (Result, error) {
 		return *res, nil
 	}
 	return *res, err
+}
+
+// resendAttempts is how often an Admit or a Finish whose outcome is
+// unknown is sent again under its operation id (the repeat applies it once
+// or returns the recorded outcome), while the call's budget allows, before
+// the flow treats the outcome as unknown.
+const resendAttempts = 3
+
+// resendBackoff is the wait before the first resend, doubled before each
+// next one.
+const resendBackoff = 20 * time.Millisecond
+
+// wait sleeps d of real time (a network backoff, not the flow's clock),
+// or until ctx ends; it reports whether ctx is still live.
+func wait(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+// admit runs Admit under one operation id, sent again after each
+// ErrOutcomeUnknown (up to resendAttempts, within the work context), so
+// that an Admit that ran is learnt from its record rather than guessed.
+// When the outcome stays unknown, inDoubt lists the lock each attempt may
+// have taken.
+func (c *call) admit(req upstash.AdmitRequest) (ar upstash.AdmitResult, inDoubt []*upstash.Lock, err error) {
+	if id, err := upstash.NewOperationID(); err == nil {
+		req.OperationID = id
+	}
+	backoff := resendBackoff
+	for try := 0; ; try++ {
+		ar, err = c.f.fused.Admit(c.work, req)
+		if !errors.Is(err, upstash.ErrOutcomeUnknown) {
+			return ar, nil, err
+		}
+		if ar.InDoubtLock != nil {
+			inDoubt = append(inDoubt, ar.InDoubtLock)
+		}
+		if req.OperationID == "" || try >= resendAttempts || !wait(c.work, backoff) {
+			return ar, inDoubt, err
+		}
+		backoff *= 2
+		c.log.InfoContext(c.parent, "chatflow: admit in doubt, sending it again under its operation id", "attempt", try+2, "error", err)
+	}
 }
 
 // holdFused runs the strategy's holder part with l held, carried in hand
@@ -215,11 +266,9 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 	w := c.hs.takeWrites() // the turn's deferred writes, fenced by Finish
 	unknown := 0
 	for {
-		ctx, cancel := c.cleanupCtx()
 		ttl := c.leaseTTL()
 		sent := c.f.s.clock.Now()
-		fr, err := c.f.fused.Finish(ctx, upstash.FinishRequest{Lock: l.lock, LockTTL: ttl, Set: w.sets, Append: w.appends, Take: c.take()})
-		cancel()
+		fr, err := c.finishOnce(upstash.FinishRequest{Lock: l.lock, LockTTL: ttl, Set: w.sets, Append: w.appends, Take: c.take()})
 		switch {
 		case errors.Is(err, upstash.ErrLockNotHeld):
 			c.log.WarnContext(c.parent, "chatflow: lock lost before finishing", "error", err)
@@ -287,6 +336,28 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 			return nil, nil
 		}
 		return batch, nl
+	}
+}
+
+// finishOnce runs one Finish under one operation id, sent again after
+// each ErrOutcomeUnknown (up to resendAttempts, while time is left for a
+// cleanup), so that a Finish that ran returns its recorded result (the
+// same batch, nothing popped or written twice) instead of being lost.
+func (c *call) finishOnce(req upstash.FinishRequest) (upstash.FinishResult, error) {
+	if id, err := upstash.NewOperationID(); err == nil {
+		req.OperationID = id
+	}
+	backoff := resendBackoff
+	for try := 0; ; try++ {
+		ctx, cancel := c.cleanupCtx()
+		fr, err := c.f.fused.Finish(ctx, req)
+		cancel()
+		if !errors.Is(err, upstash.ErrOutcomeUnknown) || req.OperationID == "" || try >= resendAttempts ||
+			(c.bounded && time.Until(c.hard) <= minCleanup+backoff) || !wait(context.WithoutCancel(c.parent), backoff) {
+			return fr, err
+		}
+		backoff *= 2
+		c.log.InfoContext(c.parent, "chatflow: finish in doubt, sending it again under its operation id", "attempt", try+2, "error", err)
 	}
 }
 

@@ -283,3 +283,77 @@ func warmFused(t *testing.T, e *env) {
 		t.Fatal(err)
 	}
 }
+
+// newNoRetryEnv is newEnv with a client that never retries, on the fused
+// path: one dropped reply is an outcome unknown to the caller.
+func newNoRetryEnv(t *testing.T) *env {
+	t.Helper()
+	e := newEnv(t)
+	client, err := upstash.New(upstash.Config{URL: e.srv.URL, Token: e.srv.Token}, upstash.WithRetry(upstash.RetryPolicy{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.state = upstash.NewState(client)
+	e.hooks = newHooks(e.state)
+	e.fused = true
+	return e
+}
+
+// An Admit whose reply is lost (the client gives up: ErrOutcomeUnknown)
+// is sent again under its operation id, and the repeat returns what the
+// first one did: the lock it took. The message is handled once, no doubt
+// is left (nothing logged as "may be handled twice").
+func TestFusedAdmitResentUnderItsOperationID(t *testing.T) {
+	e := newNoRetryEnv(t)
+	ctx := bg(t)
+	warmFused(t, e)
+	f := e.flow(WithStrategy(Queue))
+	e.srv.DropResponseNext(2) // net/http resends an idempotent request once by itself
+	res, err := f.Handle(ctx, "slack", msg("a", th))
+	if err != nil || res.Status != StatusHandled || e.rec.count("a") != 1 {
+		t.Fatalf("%+v, %v; handled %d times", res, err, e.rec.count("a"))
+	}
+	// Each drop costs a resend, unless net/http resent it by itself.
+	resent := e.logs.containing("admit in doubt, sending it again")
+	if resent < 1 || e.hooks.count("Admit") != 1+resent ||
+		e.logs.containing("admit outcome unknown") != 0 || e.logs.containing(logTwice) != 0 {
+		t.Errorf("%d Admit calls; log:\n%s", e.hooks.count("Admit"), e.logs.dump())
+	}
+	if n, err := e.srv.Do("EXISTS", "chat-sdk:cache:"+DedupeKey("slack", "a")); err != nil || n.(int64) != 1 {
+		t.Errorf("dedupe marker: %v, %v", n, err)
+	}
+	e.assertClean()
+}
+
+// A Finish whose reply is lost after it took the queue is sent again under
+// its operation id and returns the same batch: the queued messages are
+// handed over once, none lost.
+func TestFusedFinishResentUnderItsOperationID(t *testing.T) {
+	e := newNoRetryEnv(t)
+	ctx := bg(t)
+	warmFused(t, e)
+	f := e.flow(WithStrategy(Queue))
+	started, open := e.rec.gate("a")
+	_, waitA := handleAsync(ctx, f, msg("a", th))
+	waitClosed(t, started, "a's turn")
+	mustHandle(t, f, msg("b", th), StatusQueued)
+	mustHandle(t, f, msg("c", th), StatusQueued)
+	e.srv.DropResponseNext(2) // a's Finish, which takes b and c (net/http resends it once by itself)
+	open()
+	res, err := waitA()
+	if err != nil || len(res.Delivered) != 3 {
+		t.Fatalf("holder: %+v, %v", res, err)
+	}
+	for _, id := range []string{"a", "b", "c"} {
+		if n := e.rec.count(id); n != 1 {
+			t.Errorf("%s handed over %d times", id, n)
+		}
+	}
+	// The lost one, its repeats, the release.
+	resent := e.logs.containing("finish in doubt, sending it again")
+	if resent < 1 || e.hooks.count("Finish") != 2+resent ||
+		e.logs.containing("finish outcome unknown") != 0 || e.logs.containing(logLost) != 0 {
+		t.Errorf("%d Finish calls; log:\n%s", e.hooks.count("Finish"), e.logs.dump())
+	}
+	e.assertClean()
+}

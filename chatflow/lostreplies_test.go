@@ -94,6 +94,10 @@ var faultMatrix = []faultCase{
 // attempt.
 const lostReplyRate = 0.3
 
+// matrixResends counts the Admit and Finish requests the fused runs sent
+// again under their operation id (the matrix's subtests run in parallel).
+var matrixResends atomic.Int64
+
 // Log lines that allow an extra handling or a missing message.
 const (
 	logTwice   = "may be handled twice"
@@ -166,6 +170,9 @@ func TestRandomFaultsLostReplies(t *testing.T) {
 		if total[k][upstashtest.FaultDrop] == 0 {
 			t.Errorf("no lost reply hit %s", k)
 		}
+	}
+	if matrixResends.Load() == 0 {
+		t.Error("no Admit or Finish in doubt was sent again under its operation id")
 	}
 	// The heartbeat is the same on both paths, and extends are fewer (a
 	// few per configuration): counted together.
@@ -925,14 +932,27 @@ func runLostReplies(t *testing.T, fc faultCase, fused bool, seed int64) (map[str
 		}
 	}
 	path := map[bool]string{false: "plain", true: "fused"}[fused]
+	// On the fused path an Admit or a Finish in doubt is sent again under
+	// its operation id: the doubts that cost a message handled twice or
+	// lost are gone (each would need a dozen failed HTTP attempts in a
+	// row), and the resends happened.
+	resends := e.logs.containing("sending it again under its operation id")
+	if fused {
+		matrixResends.Add(int64(resends))
+		for _, doubt := range []string{"admit outcome unknown", "finish outcome unknown"} {
+			if n := e.logs.containing(doubt); n > 0 {
+				t.Errorf("%d %q lines on the fused path, want 0 after resending under the operation id", n, doubt)
+			}
+		}
+	}
 	watch.mu.Lock()
 	refused := watch.refused
 	watch.mu.Unlock()
 	if fc.force && refused == 0 {
 		t.Error("no holder's extend met a takeover: ConflictForce's cancellation was not exercised")
 	}
-	line := fmt.Sprintf("%-18s %s seed %d: %d webhooks, %d redelivered, twice %d/%d, missing %d/%d, by design %d (trimmed %d), %s, faults %v, forced-out overlaps %d, extends refused after a takeover %d",
-		fc.name, path, seed, len(all), redelivered, extra, twice, missing, lost, byDesign, trimmed, slowSummary, faults, len(forcedOut), refused)
+	line := fmt.Sprintf("%-18s %s seed %d: %d webhooks, %d redelivered, twice %d/%d, missing %d/%d, by design %d (trimmed %d), %s, faults %v, forced-out overlaps %d, extends refused after a takeover %d, Admit/Finish resent %d",
+		fc.name, path, seed, len(all), redelivered, extra, twice, missing, lost, byDesign, trimmed, slowSummary, faults, len(forcedOut), refused, resends)
 	t.Log(line)
 	if t.Failed() || testing.Verbose() && os.Getenv("CHATFLOW_FLOW_LOG") != "" {
 		t.Logf("flow log:\n%s", e.logs.dump())
