@@ -8,9 +8,10 @@
 -- ARGV[1] = the record's TTL in ms, ARGV[2] = the lock token, ARGV[3] =
 -- the lock's TTL in ms when it is kept, ARGV[4] = the client's clock in
 -- Unix ms, ARGV[5] = the dead-letter TTL in ms, ARGV[6] = the most live
--- entries to pop (at least 1), ARGV[7] = the follow-up: '0' none, '1' move
--- the entries of KEYS[6]'s record listed in ARGV[8] to the dead-letter
--- list and go on with release-or-next (no writes), '2' only move them;
+-- entries to pop ('0': a release, popping nothing), ARGV[7] = the
+-- follow-up: '0' none, '1' move the entries of KEYS[6]'s record listed in
+-- ARGV[8] to the dead-letter list and go on with release-or-next (no
+-- writes), '2' only move them;
 -- ARGV[8] = those entries' positions in the record (from 1, separated by
 -- commas; '' when ARGV[7] is '0'), ARGV[9] = the number of cache writes,
 -- ARGV[10] = the number of list appends; then for each cache write the
@@ -25,7 +26,9 @@
 -- list, as dequeue.lua does, and live entries popped until ARGV[6] of them
 -- are popped or the queue is empty. When at least one was popped, they are
 -- returned, and the lock and its fencing counter get ARGV[3] from now;
--- when none was, the lock is deleted. The decision and the release happen
+-- when none was, the lock is deleted. With ARGV[6] = '0' (a release), the
+-- queue is not touched at all: no entry is popped, expired or moved, and
+-- the lock is deleted (reply 'r'). The decision and the release happen
 -- in this one atomic script, so an entry queued by another client is
 -- either seen here or queued after the release (and then that client finds
 -- the lock free).
@@ -144,6 +147,7 @@ local now = tonumber(ARGV[4])
 local take = tonumber(ARGV[6])
 local expired = 0
 local popped = {}
+-- take is 0 for a release: the loop does not run and the lock is deleted.
 while #popped < take do
   local raw = redis.call('LPOP', KEYS[4])
   if not raw then

@@ -34,9 +34,10 @@ type FusedAdapter interface {
 	// Finish writes the turn's cache values and list items under the lock,
 	// then releases the lock if the queue holds no live entry, or pops the
 	// next live entry (up to FinishRequest.Take of them) and keeps the
-	// lock for it. A request with the OperationID of an earlier Finish
-	// applies nothing and returns that Finish's result (the same popped
-	// entries).
+	// lock for it; with FinishRequest.Release, it releases the lock and
+	// leaves the queue alone. A request with the OperationID of an earlier
+	// Finish applies nothing and returns that Finish's result (the same
+	// popped entries).
 	Finish(ctx context.Context, req FinishRequest) (FinishResult, error)
 }
 
@@ -211,6 +212,15 @@ type FinishRequest struct {
 	// Expired and unreadable entries discarded on the way do not count.
 	// Negative values are refused.
 	Take int
+	// Release releases the lock whatever the queue holds: no entry is
+	// popped, expired, or dead-lettered (they all stay queued for the next
+	// holder or a Drain), and FinishResult.Next is nil. The writes are
+	// still applied, fenced by the lock, and a repeat under the same
+	// OperationID returns the same outcome. A holder out of time uses it
+	// to end its turn without taking entries it could not handle. LockTTL
+	// is not used and may be 0. Release with Take above 1 is refused with
+	// ErrInvalidArgument. false (the zero value): release-or-next.
+	Release bool
 }
 
 // FinishResult says what Finish did when the lock was held.
@@ -533,6 +543,13 @@ func (s *State) admitResult(v Value, req AdmitRequest, lock *Lock, before time.T
 //     is either seen here, or queued after the release, when that client
 //     can take the lock itself.
 //
+// With Release set, step 3 is a plain release: the lock is deleted and the
+// queue is left as it is (nothing popped, expired entries and unreadable
+// ones included), for the next holder or a Drain. A holder short of time
+// ends its turn so, instead of popping entries it cannot handle and
+// putting them back; the writes of step 2 are still applied under the
+// lock, and ErrLockNotHeld still means nothing was written.
+//
 // Call it again with Next (and More) handled, and its own writes, until
 // Next is nil. Stop KeepLockAlive on the lock first: Finish updates
 // Lock.ExpiresAt when it keeps the lock.
@@ -627,14 +644,21 @@ func (s *State) finish(ctx context.Context, req FinishRequest) (FinishResult, er
 		return res, err
 	}
 	lock := req.Lock
-	ttl := s.lockTTL(ctx, req.LockTTL)
-	if err := checkTTL(lock.ThreadID, ttl); err != nil {
-		return res, err
-	}
 	if req.Take < 0 {
 		return res, fmt.Errorf("%w: thread %q: negative Take %d", ErrInvalidArgument, lock.ThreadID, req.Take)
 	}
 	take := strconv.Itoa(max(req.Take, 1))
+	ttl := s.lockTTL(ctx, req.LockTTL)
+	if req.Release {
+		if req.Take > 1 {
+			return res, fmt.Errorf("%w: thread %q: Release with Take %d (Release pops nothing)", ErrInvalidArgument, lock.ThreadID, req.Take)
+		}
+		// finish.lua's take '0': the lock deleted, the queue left alone;
+		// the lock's TTL is not used.
+		take, ttl = "0", max(ttl, time.Millisecond)
+	} else if err := checkTTL(lock.ThreadID, ttl); err != nil {
+		return res, err
+	}
 	opID, err := operationID(req.OperationID)
 	if err != nil {
 		return res, err

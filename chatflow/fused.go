@@ -268,7 +268,15 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 	for {
 		ttl := c.leaseTTL()
 		sent := c.f.s.clock.Now()
-		fr, err := c.finishOnce(upstash.FinishRequest{Lock: l.lock, LockTTL: ttl, Set: w.sets, Append: w.appends, Take: c.take()})
+		// Out of time: release whatever is queued, popping nothing, so the
+		// entries stay where they are, in their order, for the next holder
+		// (or a Drain), instead of being taken and put back.
+		outOfTime := c.work.Err() != nil || c.timeLeft() < MinDrainTime
+		req := upstash.FinishRequest{Lock: l.lock, LockTTL: ttl, Set: w.sets, Append: w.appends, Take: c.take()}
+		if outOfTime {
+			req.Release, req.Take = true, 1
+		}
+		fr, err := c.finishOnce(req)
 		switch {
 		case errors.Is(err, upstash.ErrLockNotHeld):
 			c.log.WarnContext(c.parent, "chatflow: lock lost before finishing", "error", err)
@@ -301,6 +309,10 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 		if fr.DeadLetterErr != nil {
 			c.log.ErrorContext(c.parent, "chatflow: unreadable queue entries taken with the batch could not be moved to the dead-letter list", "error", fr.DeadLetterErr)
 		}
+		if outOfTime {
+			c.leftForNext()
+			return nil, nil
+		}
 		if fr.Next == nil {
 			return nil, nil
 		}
@@ -321,8 +333,9 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 			continue
 		}
 		if c.work.Err() != nil || c.timeLeft() < MinDrainTime {
-			// Too late to hand them over: back on the queue for the next
-			// holder (or a Drain), and the lock released.
+			// Time ran out while Finish popped them: too late to hand them
+			// over, so back on the queue for the next holder (or a Drain),
+			// and the lock released.
 			c.putBack(batch)
 			c.release(nl)
 			ctx, cancel := c.cleanupCtx()
@@ -336,6 +349,23 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 			return nil, nil
 		}
 		return batch, nl
+	}
+}
+
+// leftForNext follows a Finish with Release (the call out of time): it
+// reads how many entries the release left queued, into Result.Left, and
+// warns when there are any.
+func (c *call) leftForNext() {
+	ctx, cancel := c.cleanupCtx()
+	depth, err := c.f.state.QueueDepth(ctx, c.lockKey)
+	cancel()
+	if err != nil {
+		c.log.WarnContext(c.parent, "chatflow: out of time, messages may be left queued for the next holder", "error", err)
+		return
+	}
+	if depth > 0 {
+		c.res.Left = depth
+		c.log.WarnContext(c.parent, "chatflow: out of time, messages left queued for the next holder", "depth", depth)
 	}
 }
 

@@ -1,6 +1,7 @@
 package chatflow
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -356,4 +357,69 @@ func TestFusedFinishResentUnderItsOperationID(t *testing.T) {
 		t.Errorf("%d Finish calls; log:\n%s", e.hooks.count("Finish"), e.logs.dump())
 	}
 	e.assertClean()
+}
+
+// A holder out of time (its context done) ends its turn with one Finish
+// that releases the lock and pops nothing: the queued messages stay where
+// they are, in their order and byte for byte, with no Enqueue (no put
+// back), for the next holder, which drains them.
+func TestFusedOutOfTimeReleasesWithoutPopping(t *testing.T) {
+	e := newEnv(t)
+	e.fused = true
+	ctx, cancel := context.WithCancel(bg(t))
+	defer cancel()
+	f := e.flow(WithStrategy(Queue))
+	started, open := e.rec.gate("a")
+	_, waitA := handleAsync(ctx, f, msg("a", th))
+	waitClosed(t, started, "a's turn")
+	for _, id := range []string{"b", "c", "d"} {
+		mustHandle(t, f, msg(id, th), StatusQueued)
+	}
+	queued := e.queue(th)
+	cancel() // the holder's time is up
+	open()
+	res, _ := waitA()
+	if res.Left != 3 || e.rec.count("b") != 0 {
+		t.Errorf("holder: %+v, want 3 left and nothing drained", res)
+	}
+	if got := e.queue(th); strings.Join(got, "\n") != strings.Join(queued, "\n") {
+		t.Errorf("queue after the holder = %q, want it untouched: %q", got, queued)
+	}
+	if e.hooks.count("Finish") != 1 || e.hooks.count("Enqueue") != 0 || e.hooks.count("Dequeue") != 0 || e.hooks.count("ReleaseLock") != 0 {
+		t.Errorf("%d Finish, %d Enqueue, %d Dequeue, %d ReleaseLock calls, want 1, 0, 0, 0", e.hooks.count("Finish"), e.hooks.count("Enqueue"), e.hooks.count("Dequeue"), e.hooks.count("ReleaseLock"))
+	}
+	if k := e.keys("chat-sdk:lock:*"); len(k) > 0 {
+		t.Errorf("locks left: %v", k)
+	}
+	if e.logs.containing("out of time, messages left queued") != 1 {
+		t.Errorf("log:\n%s", e.logs.dump())
+	}
+	// The next holder drains them, oldest first.
+	if _, err := f.Drain(bg(t), th); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"b", "c", "d"} {
+		if n := e.rec.count(id); n != 1 {
+			t.Errorf("%s handed over %d times, want once", id, n)
+		}
+	}
+	turns := e.rec.turnList()
+	if last := turns[len(turns)-1]; last.latest != "d" || strings.Join(last.skipped, ",") != "b,c" {
+		t.Errorf("drained turn %+v, want d with b and c skipped", last)
+	}
+	e.assertClean()
+}
+
+// queue returns the raw entries queued for lockKey, oldest first.
+func (e *env) queue(lockKey string) []string {
+	e.t.Helper()
+	v, err := e.srv.Do("LRANGE", "chat-sdk:queue:"+lockKey, "0", "-1")
+	if err != nil {
+		e.t.Fatalf("LRANGE: %v", err)
+	}
+	var out []string
+	for _, x := range v.([]interface{}) {
+		out = append(out, string(x.([]byte)))
+	}
+	return out
 }

@@ -50,7 +50,8 @@ const (
 	ReleaseReserve = time.Second
 	// MinDrainTime is the least time left before the deadline for the lock
 	// holder to take more messages off the queue; with less, they stay
-	// queued for the next holder.
+	// queued for the next holder (on the fused path, the holder's Finish
+	// then releases the lock without popping any: FinishRequest.Release).
 	MinDrainTime = 500 * time.Millisecond
 
 	// lockSkew is added to the time left when the lock TTL is bounded by

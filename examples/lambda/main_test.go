@@ -32,13 +32,19 @@ func newTestApp(t *testing.T, srv *upstashtest.Server, token string, bot *chatbo
 	if err != nil {
 		t.Fatal(err)
 	}
+	return newTestAppOn(t, upstash.NewState(client), bot)
+}
+
+// newTestAppOn is newTestApp over the given state.
+func newTestAppOn(t *testing.T, state upstash.StateAdapter, bot *chatbot.Bot) *app {
+	t.Helper()
 	var logs testtool.SyncBuffer
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("log lines:\n%s", logs.String())
 		}
 	})
-	a, err := newApp(upstash.NewState(client), bot, slog.New(slog.NewTextHandler(&logs, nil)))
+	a, err := newApp(state, bot, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -383,7 +389,14 @@ func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
 	// left. The holder's own message runs into that window, whatever the
 	// speed of the machine; the holder must then stop.
 	var drained atomic.Int64
-	a := newTestApp(t, srv, srv.Token, &chatbot.Bot{OnMessage: func(ctx context.Context, h chatbot.Handled) {
+	// Another process holds the thread while four messages queue up.
+	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	state := upstash.NewState(c)
+	counted := &putBackCounter{FusedAdapter: state}
+	a := newTestAppOn(t, counted, &chatbot.Bot{OnMessage: func(ctx context.Context, h chatbot.Handled) {
 		switch {
 		case h.Drained:
 			drained.Add(1)
@@ -392,12 +405,6 @@ func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
 			time.Sleep(time.Until(work.Add(-chatflow.MinDrainTime / 2)))
 		}
 	}})
-	// Another process holds the thread while four messages queue up.
-	c, err := upstash.New(upstash.Config{URL: srv.URL, Token: srv.Token})
-	if err != nil {
-		t.Fatal(err)
-	}
-	state := upstash.NewState(c)
 	ctx := context.Background()
 	other, err := state.AcquireLock(ctx, thread, time.Minute)
 	if err != nil || other == nil {
@@ -411,8 +418,19 @@ func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
 	if err := state.ReleaseLock(ctx, other); err != nil {
 		t.Fatal(err)
 	}
+	queued := queueBytes(t, srv, thread)
+	enqueued := counted.enqueues.Load()
 	deadline := time.Now().Add(6 * time.Second)
 	r := invokeUntil(t, a, hookFor(thread, "m0", "@bot hi"), deadline)
+	// The holder released with its Finish, popping nothing: the entries
+	// are where they were, in order and byte for byte, and none was taken
+	// off and put back (no Enqueue, no separate ReleaseLock).
+	if got := queueBytes(t, srv, thread); strings.Join(got, "\n") != strings.Join(queued, "\n") {
+		t.Errorf("queue after the holder = %q, want it untouched: %q", got, queued)
+	}
+	if n := counted.enqueues.Load() - enqueued; n != 0 || counted.releases.Load() != 0 {
+		t.Errorf("the holder sent %d Enqueues and %d ReleaseLocks, want none (no put-back)", n, counted.releases.Load())
+	}
 	if late := time.Since(deadline); late > 0 {
 		t.Errorf("the holder returned %v after its deadline", late)
 	}
@@ -432,6 +450,37 @@ func TestOutOfTimeLeavesQueueForNextHolder(t *testing.T) {
 			t.Errorf("%s: %d times in history, want 1", id, h[id])
 		}
 	}
+}
+
+// putBackCounter is a FusedAdapter that counts Enqueue and ReleaseLock
+// calls (a put-back of popped entries and the release after it).
+type putBackCounter struct {
+	upstash.FusedAdapter
+	enqueues, releases atomic.Int64
+}
+
+func (p *putBackCounter) Enqueue(ctx context.Context, threadID string, e upstash.QueueEntry, maxSize int) (int, error) {
+	p.enqueues.Add(1)
+	return p.FusedAdapter.Enqueue(ctx, threadID, e, maxSize)
+}
+
+func (p *putBackCounter) ReleaseLock(ctx context.Context, l *upstash.Lock) error {
+	p.releases.Add(1)
+	return p.FusedAdapter.ReleaseLock(ctx, l)
+}
+
+// queueBytes returns the raw entries queued for thread, oldest first.
+func queueBytes(t *testing.T, srv *upstashtest.Server, thread string) []string {
+	t.Helper()
+	v, err := srv.Do("LRANGE", "chat-sdk:queue:"+thread, "0", "-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, x := range v.([]interface{}) {
+		out = append(out, string(x.([]byte)))
+	}
+	return out
 }
 
 // TestRequestsPerWebhook pins the HTTP requests one webhook costs, scripts
