@@ -2,7 +2,6 @@ package chatflow
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -320,13 +319,9 @@ func (c *call) finish(l *lease) ([]item, *lease) {
 		entries := append([]upstash.QueueEntry{*fr.Next}, fr.More...)
 		batch := make([]item, 0, len(entries))
 		for i := range entries {
-			e := &entries[i]
-			var m Message
-			if err := json.Unmarshal(e.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
-				c.log.ErrorContext(c.parent, "chatflow: queue entry is not a chat message; dropped", "bytes", len(e.Message), "error", err)
-				continue
+			if it, ok := c.queuedItem(&entries[i]); ok {
+				batch = append(batch, it)
 			}
-			batch = append(batch, item{m: &m, entry: e})
 		}
 		if len(batch) == 0 {
 			l = nl

@@ -304,14 +304,22 @@ func (c *call) dequeueAll(ctx context.Context) ([]item, error) {
 			c.log.InfoContext(c.parent, "chatflow: queued message expired", "enqueuedAt", e.EnqueuedAt)
 			continue
 		}
-		var m Message
-		if err := json.Unmarshal(e.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
-			c.log.ErrorContext(c.parent, "chatflow: queue entry is not a chat message; dropped", "bytes", len(e.Message), "error", err)
-			continue
+		if it, ok := c.queuedItem(e); ok {
+			out = append(out, it)
 		}
-		out = append(out, item{m: &m, entry: e})
 	}
 	return out, nil
+}
+
+// queuedItem decodes a queue entry into the message it carries; an entry
+// that is not a chat message is logged and dropped (ok false).
+func (c *call) queuedItem(e *upstash.QueueEntry) (it item, ok bool) {
+	var m Message
+	if err := json.Unmarshal(e.Message, &m); err != nil || m.ID == "" || m.ThreadID == "" {
+		c.log.ErrorContext(c.parent, "chatflow: queue entry is not a chat message; dropped", "bytes", len(e.Message), "error", err)
+		return item{}, false
+	}
+	return item{m: &m, entry: e}, true
 }
 
 // opCtx is for one state operation that must not be abandoned half-way
